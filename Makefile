@@ -1,0 +1,135 @@
+# lc: build everything into $(BUILD)/. See lc.mk for the settings.
+include lc.mk
+
+PKGS := libzmq jansson
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+
+WARN := -Wall -Wextra -Werror -Wmissing-declarations -Wshadow
+CFLAGS_ALL := -std=gnu11 $(OPT) $(WARN) -MMD -MP -D_GNU_SOURCE -Ilibclient $(PKG_CFLAGS) $(CFLAGS)
+LDFLAGS_ALL := $(LDFLAGS)
+ifeq ($(SANITIZE),1)
+CFLAGS_ALL += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+LDFLAGS_ALL += -fsanitize=address,undefined
+endif
+
+SOVERSION := 0
+LIB_SRC := libclient/client.c libclient/wire.c libclient/idmap.c libclient/heap.c
+LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
+
+BROKER_SRC := broker/main.c broker/broker.c
+CLIENTS_COMMON := clients/common.c
+LC_SRC := clients/lc/lc.c $(CLIENTS_COMMON)
+ECHO_SRC := clients/echo/echo.c $(CLIENTS_COMMON)
+
+BINS := $(BUILD)/bin/lc-broker $(BUILD)/bin/lc $(BUILD)/bin/lc-echo
+LIBS := $(BUILD)/lib/liblc.so.$(SOVERSION) $(BUILD)/lib/liblc.so $(BUILD)/lib/liblc.a \
+        $(BUILD)/include/lc.h
+
+TEST_SRC := $(wildcard tests/test_*.c)
+TEST_BINS := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
+TEST_COMMON := tests/harness.c
+
+MAN1 := $(wildcard docs/man/*.1)
+
+.PHONY: all deps test check check-asan run install uninstall clean format tests
+
+all: $(LIBS) $(BINS)
+
+deps:
+	@scripts/deps.sh
+
+# `make test` sets everything up on a fresh Debian 12 and runs the whole suite.
+test: deps
+	@$(MAKE) --no-print-directory all tests
+	@scripts/run-tests.sh $(BUILD)
+
+# Same suite under AddressSanitizer and UndefinedBehaviorSanitizer.
+check-asan: deps
+	@$(MAKE) --no-print-directory BUILD=build-asan SANITIZE=1 all tests
+	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 scripts/run-tests.sh build-asan
+
+check: test check-asan
+
+tests: $(TEST_BINS)
+
+run: deps
+	@$(MAKE) --no-print-directory all
+	@scripts/demo.sh $(BUILD)
+
+$(BUILD)/obj/libclient/%.o: libclient/%.c
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS_ALL) -fPIC -fvisibility=hidden -c $< -o $@
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS_ALL) -c $< -o $@
+
+$(BUILD)/lib/liblc.so.$(SOVERSION): $(LIB_OBJ)
+	@mkdir -p $(@D)
+	$(CC) -shared -Wl,-soname,liblc.so.$(SOVERSION) $(LDFLAGS_ALL) -o $@ $^ $(PKG_LIBS) -lpthread
+
+$(BUILD)/lib/liblc.so: $(BUILD)/lib/liblc.so.$(SOVERSION)
+	ln -sf liblc.so.$(SOVERSION) $@
+
+$(BUILD)/lib/liblc.a: $(LIB_OBJ)
+	@mkdir -p $(@D)
+	rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/include/lc.h: libclient/lc.h
+	@mkdir -p $(@D)
+	cp $< $@
+
+# Programs link the static library: they run from the build tree without an rpath.
+$(BUILD)/bin/lc-broker: $(BROKER_SRC:%.c=$(BUILD)/obj/%.o) $(BUILD)/lib/liblc.a
+	@mkdir -p $(@D)
+	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(PKG_LIBS) -lpthread
+
+$(BUILD)/bin/lc: $(LC_SRC:%.c=$(BUILD)/obj/%.o) $(BUILD)/lib/liblc.a
+	@mkdir -p $(@D)
+	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(PKG_LIBS) -lpthread
+
+$(BUILD)/bin/lc-echo: $(ECHO_SRC:%.c=$(BUILD)/obj/%.o) $(BUILD)/lib/liblc.a
+	@mkdir -p $(@D)
+	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(PKG_LIBS) -lpthread
+
+$(BUILD)/tests/%: tests/%.c $(TEST_COMMON:%.c=$(BUILD)/obj/%.o) $(BUILD)/lib/liblc.a $(BINS)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS_ALL) -Itests -DLC_BUILD_DIR='"$(abspath $(BUILD))"' \
+	    -DLC_SOURCE_DIR='"$(abspath .)"' -o $@ $< \
+	    $(TEST_COMMON:%.c=$(BUILD)/obj/%.o) $(BUILD)/lib/liblc.a $(LDFLAGS_ALL) \
+	    $(PKG_LIBS) -lcriterion -lpthread
+
+$(BUILD)/obj/tests/%.o: tests/%.c
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS_ALL) -Itests -DLC_BUILD_DIR='"$(abspath $(BUILD))"' -c $< -o $@
+
+$(BUILD)/lc.pc: libclient/lc.pc.in
+	@mkdir -p $(@D)
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(shell sed -n 's/^#define LC_VERSION "\(.*\)"/\1/p' libclient/lc.h)|' $< > $@
+
+install: all $(BUILD)/lc.pc
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/pkgconfig \
+	    $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/share/man/man1
+	install -m 755 $(BINS) $(DESTDIR)$(PREFIX)/bin/
+	install -m 755 $(BUILD)/lib/liblc.so.$(SOVERSION) $(DESTDIR)$(PREFIX)/lib/
+	ln -sf liblc.so.$(SOVERSION) $(DESTDIR)$(PREFIX)/lib/liblc.so
+	install -m 644 $(BUILD)/lib/liblc.a $(DESTDIR)$(PREFIX)/lib/
+	install -m 644 libclient/lc.h $(DESTDIR)$(PREFIX)/include/
+	install -m 644 $(BUILD)/lc.pc $(DESTDIR)$(PREFIX)/lib/pkgconfig/
+	install -m 644 $(MAN1) $(DESTDIR)$(PREFIX)/share/man/man1/
+
+uninstall:
+	rm -f $(addprefix $(DESTDIR)$(PREFIX)/bin/,$(notdir $(BINS)))
+	rm -f $(DESTDIR)$(PREFIX)/lib/liblc.so* $(DESTDIR)$(PREFIX)/lib/liblc.a
+	rm -f $(DESTDIR)$(PREFIX)/include/lc.h $(DESTDIR)$(PREFIX)/lib/pkgconfig/lc.pc
+	rm -f $(addprefix $(DESTDIR)$(PREFIX)/share/man/man1/,$(notdir $(MAN1)))
+
+format:
+	clang-format -i $(wildcard */*.c */*.h clients/*/*.c)
+
+clean:
+	rm -rf build build-asan
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

@@ -1,0 +1,216 @@
+/*
+ * lc.h - the client library of the lc message bus (liblc).
+ *
+ * This is the only header a module includes. Build with `pkg-config --cflags --libs lc`.
+ *
+ * Conventions used throughout:
+ *  - Functions return 0 (or a count) on success and a negative error code on failure:
+ *    one of the LC_E* codes below, which are negative errno values. lc_strerror() names them.
+ *  - JSON values are jansson's json_t. "Steals" means the function takes over the caller's
+ *    reference (as json_object_set_new() does): the caller must not json_decref() it
+ *    afterwards, whether the function succeeds or not. "Borrowed" means the value stays the
+ *    caller's (for arguments) or the library's (for values it hands to a callback), and is
+ *    valid only for the duration of the call or callback.
+ *  - A client belongs to the thread that created it, its "loop thread": lc_run(),
+ *    lc_dispatch() and every handler and callback run there. The calling functions
+ *    (lc_call(), lc_call_async(), lc_reply() and friends) may be used from any thread.
+ */
+#ifndef LC_H
+#define LC_H
+
+#include <errno.h>
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__)
+#define LC_EXPORT __attribute__((visibility("default")))
+#define LC_PRINTF(f, a) __attribute__((format(printf, f, a)))
+#else
+#define LC_EXPORT
+#define LC_PRINTF(f, a)
+#endif
+
+#define LC_VERSION "0.1.0"
+
+/* ---- Error codes (negative errno values) -------------------------------------------- */
+
+#define LC_EINVAL (-EINVAL)               /* invalid argument or name */
+#define LC_ENOMEM (-ENOMEM)               /* out of memory */
+#define LC_EHANDLER (-EREMOTEIO)          /* the handler answered with an error */
+#define LC_ENOMODULE (-ENOENT)            /* no module of that name is registered */
+#define LC_ENOMETHOD (-ENOSYS)            /* the module has no method of that name */
+#define LC_ENOTREADY (-EAGAIN)            /* the module is registered but not ready */
+#define LC_EGONE (-ECONNRESET)            /* the module went away while the call was open */
+#define LC_ETIMEDOUT (-ETIMEDOUT)         /* no answer before the deadline */
+#define LC_ETOOBIG (-EMSGSIZE)            /* payload larger than the bus allows */
+#define LC_EPROTO (-EPROTO)               /* malformed message */
+#define LC_EVERSION (-EPROTONOSUPPORT)    /* the peer speaks another protocol version */
+#define LC_ENAMETAKEN (-EADDRINUSE)       /* a live module already holds that name */
+#define LC_ENOBUS (-ENOTCONN)             /* no broker reachable, or the connection was lost */
+#define LC_EQUEUEFULL (-ENOBUFS)          /* a queue bound was reached */
+#define LC_ENOTACTIVE (-EPERM)            /* sending not allowed in this module state */
+#define LC_EDENIED (-EACCES)              /* reserved name or forbidden operation */
+#define LC_EBUSY (-EBUSY)                 /* the operation is not possible right now */
+
+/* Returns a short English description of an lc error code (or of any errno value). */
+LC_EXPORT const char *lc_strerror(int code);
+
+/* ---- Priorities (the seed's numbers) ----------------------------------------------- */
+
+#define LC_PRIORITY_HIGHEST 1
+#define LC_PRIORITY_HIGH 2
+#define LC_PRIORITY_NORMAL 3
+#define LC_PRIORITY_LOW 4
+#define LC_PRIORITY_LOWEST 5
+
+/* ---- Clients ------------------------------------------------------------------------ */
+
+typedef struct lc_client lc_client_t;
+typedef struct lc_request lc_request_t;
+
+/* Default per-call timeout in milliseconds. */
+#define LC_CALL_TIMEOUT_MS 5000
+
+/* Writes the default bus endpoint into buf: $LC_BUS if set, else
+ * ipc://$XDG_RUNTIME_DIR/lc/bus, else ipc:///tmp/lc-$UID/bus.
+ * Returns 0, or LC_EINVAL if it does not fit into size bytes. */
+LC_EXPORT int lc_endpoint_default(char *buf, size_t size);
+
+/* Creates a client. name: the module name to register under (1-64 characters of
+ * [A-Za-z0-9_-], starting with a letter; "broker" and "launcher" are reserved), or NULL
+ * for an anonymous client that only makes calls (the broker assigns it a name).
+ * endpoint: a ZeroMQ endpoint (ipc://... or tcp://...), or NULL for lc_endpoint_default().
+ * Does not contact the broker yet: registration happens in lc_connect(), or at the first
+ * lc_run(), lc_dispatch() or call. Returns NULL with errno set (EINVAL for a bad name).
+ * Caller owns return value and must destroy it with lc_client_destroy(). */
+LC_EXPORT lc_client_t *lc_client_new(const char *name, const char *endpoint);
+
+/* Says goodbye to the broker, frees the client and sets *self_p to NULL. Accepts NULL.
+ * Other threads must have stopped using the client. Call from the loop thread. */
+LC_EXPORT void lc_client_destroy(lc_client_t **self_p);
+
+/* The name the client is registered under (for an anonymous client, the name the broker
+ * assigned, or "" before registration). Borrowed; valid until the client is destroyed. */
+LC_EXPORT const char *lc_client_name(lc_client_t *self);
+
+/* The endpoint the client talks to. Borrowed. */
+LC_EXPORT const char *lc_client_endpoint(lc_client_t *self);
+
+/* Sets the default timeout for calls that pass timeout_ms = 0. */
+LC_EXPORT void lc_client_set_timeout(lc_client_t *self, int timeout_ms);
+
+/* Registers with the broker, waiting at most timeout_ms (0: the client's call timeout).
+ * Returns 0, LC_ENOBUS if no broker answered in time, LC_ENAMETAKEN if a live module holds
+ * the name, LC_EDENIED for a reserved name. Called implicitly by lc_run(), lc_dispatch() and
+ * the call functions. After a broker restart the client registers again by itself. */
+LC_EXPORT int lc_connect(lc_client_t *self, int timeout_ms);
+
+/* ---- Methods (the callee side) ------------------------------------------------------ */
+
+/* A method handler. args is the call's argument object (borrowed; {} when the caller sent
+ * none). Answer with lc_reply() or lc_reply_error(); returning without an answer replies
+ * null, unless the handler called lc_defer(req). Runs on the loop thread. */
+typedef void(lc_method_fn)(lc_request_t *req, json_t *args, void *arg);
+
+/* Offers method `method` (1-64 characters of [A-Za-z0-9_], not starting with a digit).
+ * Declaring a method that exists replaces its handler. May be called after registration:
+ * the broker's table is updated. Returns 0, LC_EINVAL, LC_ENOMEM. */
+LC_EXPORT int lc_method(lc_client_t *self, const char *method, lc_method_fn *fn, void *arg);
+
+/* Describes a declared method for introspection: a one-line help text and its arguments as
+ * "name:type" words separated by spaces or commas, type one of string, integer, number,
+ * boolean, object, array, null, any (e.g. "line:integer state_new:string"). Either may be
+ * NULL. Returns 0, LC_EINVAL (unknown method, bad spec), LC_ENOMEM. */
+LC_EXPORT int lc_method_doc(lc_client_t *self, const char *method, const char *help,
+                            const char *args);
+
+/* Answers a call. Steals result (NULL means JSON null). Frees req: it must not be used
+ * afterwards. May be called from any thread for a deferred request. Returns 0 or an error
+ * (the request is freed either way). */
+LC_EXPORT int lc_reply(lc_request_t *req, json_t *result);
+
+/* Answers a call with an error: code is the handler's own number (the caller sees it as
+ * "code" with LC_EHANDLER), message a printf format. Frees req like lc_reply(). */
+LC_EXPORT int lc_reply_error(lc_request_t *req, int code, const char *fmt, ...) LC_PRINTF(3, 4);
+
+/* Keeps the request after the handler returns: the handler (or a timer, or another thread)
+ * answers later with lc_reply() or lc_reply_error(). The caller's deadline still applies. */
+LC_EXPORT void lc_defer(lc_request_t *req);
+
+/* Metadata of the message being handled. Strings are borrowed from req. */
+LC_EXPORT const char *lc_request_source(const lc_request_t *req); /* sending module */
+LC_EXPORT const char *lc_request_method(const lc_request_t *req); /* method name */
+LC_EXPORT uint64_t lc_request_tx(const lc_request_t *req);        /* transaction id */
+LC_EXPORT uint64_t lc_request_id(const lc_request_t *req);        /* message id */
+LC_EXPORT uint64_t lc_request_parent(const lc_request_t *req);    /* parent message id, or 0 */
+LC_EXPORT int lc_request_priority(const lc_request_t *req);       /* 1..5 */
+LC_EXPORT uint64_t lc_request_time_us(const lc_request_t *req);   /* broker time, µs since epoch */
+LC_EXPORT lc_client_t *lc_request_client(const lc_request_t *req);
+
+/* ---- Calls (the caller side) -------------------------------------------------------- */
+
+/* Calls target ("module.method") synchronously and waits for the answer.
+ * args: the argument object, stolen (NULL means {}). timeout_ms: 0 for the client default.
+ * On success returns 0 and, if result is not NULL, stores the answer there (caller owns it).
+ * On failure returns LC_EHANDLER, LC_ENOMODULE, LC_ENOMETHOD, LC_ENOTREADY, LC_EGONE,
+ * LC_ETIMEDOUT, LC_ETOOBIG, LC_ENOBUS, LC_EINVAL, ... and, if result is not NULL, stores an
+ * object {"code": int, "message": string} describing it (for LC_EHANDLER, code is the
+ * handler's own). Safe from any thread. On the loop thread, incoming calls keep being
+ * served while waiting (A -> B -> A works); other work waits until the outer handler returns. */
+LC_EXPORT int lc_call(lc_client_t *self, const char *target, json_t *args, json_t **result,
+                      int timeout_ms);
+
+/* Completion of lc_call_async(): rc and result as lc_call() returns them; result is
+ * borrowed (json_incref() it to keep it). Runs on the loop thread. */
+typedef void(lc_call_fn)(lc_client_t *self, int rc, json_t *result, void *arg);
+
+/* Starts a call and returns at once; fn runs on the loop thread when the answer, an error
+ * or the deadline arrives (exactly once, unless the client is destroyed first).
+ * Steals args. Returns 0, or an error if the call could not be sent (fn is then not run). */
+LC_EXPORT int lc_call_async(lc_client_t *self, const char *target, json_t *args, int timeout_ms,
+                            lc_call_fn *fn, void *arg);
+
+/* ---- Timers ------------------------------------------------------------------------- */
+
+/* A timer callback; runs on the loop thread. */
+typedef void(lc_timer_fn)(lc_client_t *self, int timer_id, void *arg);
+
+/* Runs fn after ms milliseconds, and every ms milliseconds after that if repeat is true
+ * (scheduled from the first expiry, so a repeating timer does not drift).
+ * Returns a timer id (> 0) or LC_EINVAL / LC_ENOMEM. Loop thread only. */
+LC_EXPORT int lc_timer_add(lc_client_t *self, int ms, bool repeat, lc_timer_fn *fn, void *arg);
+
+/* Cancels a timer. Returns 0, or LC_EINVAL if no such timer is pending. Loop thread only. */
+LC_EXPORT int lc_timer_cancel(lc_client_t *self, int timer_id);
+
+/* ---- Running the loop --------------------------------------------------------------- */
+
+/* Registers if needed and serves calls, timers and completions until lc_stop().
+ * Returns 0 after lc_stop(), or an error (LC_ENAMETAKEN, LC_ENOBUS at the first
+ * registration, ...). Loop thread only. */
+LC_EXPORT int lc_run(lc_client_t *self);
+
+/* Makes lc_run() return. Safe from any thread and from signal handlers' threads. */
+LC_EXPORT void lc_stop(lc_client_t *self);
+
+/* For a module's own poll loop: a file descriptor that becomes readable when
+ * lc_dispatch() has work; poll it for POLLIN with the timeout lc_timeout() gives. */
+LC_EXPORT int lc_fd(lc_client_t *self);
+
+/* Milliseconds until lc_dispatch() must run again even if lc_fd() stays quiet
+ * (timers, deadlines, heartbeats); -1 for no limit. */
+LC_EXPORT int lc_timeout(lc_client_t *self);
+
+/* Does all pending work without blocking. Returns 0, 1 if lc_stop() was called, or an
+ * error. Loop thread only. */
+LC_EXPORT int lc_dispatch(lc_client_t *self);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
