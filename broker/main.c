@@ -1,0 +1,140 @@
+/* lc-broker: command line, signals, and the broker's loop. */
+#include "broker.h"
+#include "lc.h"
+
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_ENDPOINTS 16
+
+static void s_usage(FILE *out)
+{
+    fprintf(out,
+            "Usage: lc-broker [OPTION]...\n"
+            "Route calls between the modules of an lc bus.\n"
+            "\n"
+            "  -e, --endpoint EP        listen on EP (ipc://PATH or tcp://HOST:PORT); may be\n"
+            "                           given up to %d times. Default: $LC_BUS, else\n"
+            "                           ipc://$XDG_RUNTIME_DIR/lc/bus, else ipc:///tmp/lc-$UID/bus\n"
+            "      --max-payload BYTES  largest payload accepted (default 1048576)\n"
+            "      --heartbeat MS       heartbeat interval asked of peers without kernel\n"
+            "                           credentials, i.e. over tcp (default 1000); such a peer\n"
+            "                           is dead after 3 silent intervals\n"
+            "      --call-timeout MS    deadline of calls that carry none (default 5000)\n"
+            "  -q, --quiet              log warnings and errors only\n"
+            "  -v, --verbose            log debugging detail too\n"
+            "  -h, --help               show this help and exit\n"
+            "  -V, --version            show the version and exit\n"
+            "\n"
+            "Stops cleanly on SIGTERM or SIGINT, removing its ipc socket files.\n"
+            "Exit status: 0 after a clean stop, 1 on a start-up or runtime error, 2 on a usage "
+            "error.\n"
+            "See lc-broker(1) and docs/protocol.md.\n",
+            MAX_ENDPOINTS);
+}
+
+static long s_number(const char *opt, const char *value, long min, long max)
+{
+    char *end;
+    long v = strtol(value, &end, 10);
+    if (*value == 0 || *end || v < min || v > max) {
+        fprintf(stderr, "lc-broker: %s expects a number from %ld to %ld, not '%s'\n", opt, min,
+                max, value);
+        exit(2);
+    }
+    return v;
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        {"endpoint", required_argument, NULL, 'e'},
+        {"max-payload", required_argument, NULL, 'P'},
+        {"heartbeat", required_argument, NULL, 'H'},
+        {"call-timeout", required_argument, NULL, 'T'},
+        {"quiet", no_argument, NULL, 'q'},
+        {"verbose", no_argument, NULL, 'v'},
+        {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *endpoints[MAX_ENDPOINTS + 1] = {NULL};
+    int nep = 0;
+    broker_config_t cfg = {
+        .endpoints = endpoints,
+        .max_payload = 1024 * 1024,
+        .heartbeat_ms = 1000,
+        .call_timeout_ms = LC_CALL_TIMEOUT_MS,
+        .verbose = 1,
+    };
+    int opt;
+    while ((opt = getopt_long(argc, argv, "e:qvhV", longopts, NULL)) != -1) {
+        switch (opt) {
+        case 'e':
+            if (nep == MAX_ENDPOINTS) {
+                fprintf(stderr, "lc-broker: at most %d endpoints\n", MAX_ENDPOINTS);
+                return 2;
+            }
+            endpoints[nep++] = optarg;
+            break;
+        case 'P':
+            cfg.max_payload = (size_t)s_number("--max-payload", optarg, 1, 256L << 20);
+            break;
+        case 'H':
+            cfg.heartbeat_ms = (int)s_number("--heartbeat", optarg, 10, 3600000);
+            break;
+        case 'T':
+            cfg.call_timeout_ms = (int)s_number("--call-timeout", optarg, 1, 86400000);
+            break;
+        case 'q':
+            cfg.verbose = 0;
+            break;
+        case 'v':
+            cfg.verbose = 2;
+            break;
+        case 'h':
+            s_usage(stdout);
+            return 0;
+        case 'V':
+            printf("lc-broker %s\n", LC_VERSION);
+            return 0;
+        default:
+            s_usage(stderr);
+            return 2;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "lc-broker: unexpected argument '%s'\n", argv[optind]);
+        s_usage(stderr);
+        return 2;
+    }
+    static char fallback[512];
+    if (nep == 0) {
+        if (lc_endpoint_default(fallback, sizeof fallback) < 0) {
+            fprintf(stderr, "lc-broker: the default endpoint is too long; use --endpoint\n");
+            return 2;
+        }
+        endpoints[nep++] = fallback;
+    }
+
+    /* Blocked before any thread starts, so that only the loop's signalfd sees them. */
+    sigset_t mask;
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGTERM);
+    sigaddset(&mask, SIGINT);
+    sigprocmask(SIG_BLOCK, &mask, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    char err[1024];
+    broker_t *broker = broker_new(&cfg, err, sizeof err);
+    if (!broker) {
+        fprintf(stderr, "lc-broker: %s\n", err);
+        return 1;
+    }
+    int rc = broker_run(broker);
+    broker_destroy(&broker);
+    return rc == 0 ? 0 : 1;
+}

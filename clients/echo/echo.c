@@ -1,0 +1,194 @@
+/* lc-echo: an example module for people trying the bus, and for its tests. */
+#include "../common.h"
+#include "lc.h"
+
+#include <getopt.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static void s_echo(lc_request_t *req, json_t *args, void *arg)
+{
+    (void)arg;
+    lc_reply(req, json_incref(args));
+}
+
+static void s_fail(lc_request_t *req, json_t *args, void *arg)
+{
+    (void)arg;
+    json_t *code = json_object_get(args, "code");
+    const char *msg = json_string_value(json_object_get(args, "message"));
+    lc_reply_error(req, json_is_integer(code) ? (int)json_integer_value(code) : 42, "%s",
+                   msg ? msg : "echo.fail fails on purpose");
+}
+
+static int s_ms_arg(lc_request_t *req, json_t *args)
+{
+    json_t *ms = json_object_get(args, "ms");
+    if (!json_is_integer(ms) || json_integer_value(ms) < 0 ||
+        json_integer_value(ms) > 3600000) {
+        lc_reply_error(req, 22, "argument \"ms\" must be an integer from 0 to 3600000");
+        return -1;
+    }
+    return (int)json_integer_value(ms);
+}
+
+static void s_sleep_done(lc_client_t *client, int timer_id, void *arg)
+{
+    (void)client;
+    (void)timer_id;
+    lc_request_t *req = arg;
+    lc_reply(req, NULL);
+}
+
+/* Answers after ms milliseconds without holding up the module: a deferred reply. */
+static void s_sleep(lc_request_t *req, json_t *args, void *arg)
+{
+    (void)arg;
+    int ms = s_ms_arg(req, args);
+    if (ms < 0)
+        return;
+    lc_defer(req);
+    if (lc_timer_add(lc_request_client(req), ms, false, s_sleep_done, req) < 0)
+        lc_reply_error(req, 12, "cannot start a timer");
+}
+
+/* Holds the module's loop for ms milliseconds: a stuck handler, on purpose. */
+static void s_block(lc_request_t *req, json_t *args, void *arg)
+{
+    (void)arg;
+    int ms = s_ms_arg(req, args);
+    if (ms < 0)
+        return;
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) < 0)
+        ;
+    lc_reply(req, NULL);
+}
+
+static void s_crash(lc_request_t *req, json_t *args, void *arg)
+{
+    (void)req;
+    (void)args;
+    (void)arg;
+    abort();
+}
+
+/* Calls another method and answers with its result: for chains such as A -> B -> A. */
+static void s_call(lc_request_t *req, json_t *args, void *arg)
+{
+    (void)arg;
+    const char *target = json_string_value(json_object_get(args, "target"));
+    if (!target) {
+        lc_reply_error(req, 22, "argument \"target\" (module.method) is required");
+        return;
+    }
+    json_t *inner = json_object_get(args, "args");
+    json_t *result = NULL;
+    int rc = lc_call(lc_request_client(req), target, json_incref(inner), &result, 0);
+    if (rc == 0)
+        lc_reply(req, result);
+    else {
+        lc_reply_error(req, rc, "%s: %s", target,
+                       json_string_value(json_object_get(result, "message")));
+        json_decref(result);
+    }
+}
+
+static void *s_signal_thread(void *arg)
+{
+    lc_client_t *client = arg;
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    int sig;
+    sigwait(&set, &sig);
+    lc_stop(client);
+    return NULL;
+}
+
+static void s_usage(FILE *out)
+{
+    fprintf(out,
+            "Usage: lc-echo [--name NAME] [--bus EP]\n"
+            "An example module. Methods:\n"
+            "  echo          answers with its arguments\n"
+            "  fail          answers with error code 42 (or \"code\") and a message\n"
+            "  sleep ms=N    answers after N ms, without holding up the module (deferred)\n"
+            "  block ms=N    holds the module's loop for N ms, then answers\n"
+            "  crash         aborts the process\n"
+            "  call target=MODULE.METHOD [args=OBJECT]  calls another method, answers with "
+            "its result\n"
+            "\n"
+            "  -n, --name NAME   module name (default: echo)\n"
+            "  -b, --bus EP      bus endpoint (default: $LC_BUS or the per-user socket)\n"
+            "  -h, --help        show this help and exit\n"
+            "  -V, --version     show the version and exit\n"
+            "Stops on SIGTERM or SIGINT. See lc-echo(1).\n");
+}
+
+int main(int argc, char **argv)
+{
+    prog = "lc-echo";
+    static const struct option longopts[] = {
+        {"name", required_argument, NULL, 'n'},
+        {"bus", required_argument, NULL, 'b'},
+        {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *name = "echo", *bus = NULL;
+    int opt;
+    while ((opt = getopt_long(argc, argv, "n:b:hV", longopts, NULL)) != -1) {
+        switch (opt) {
+        case 'n': name = optarg; break;
+        case 'b': bus = optarg; break;
+        case 'h': s_usage(stdout); return 0;
+        case 'V': printf("lc-echo %s\n", LC_VERSION); return 0;
+        default: fprintf(stderr, "Try 'lc-echo --help'.\n"); return 2;
+        }
+    }
+    if (optind < argc)
+        die(2, "unexpected argument '%s'", argv[optind]);
+
+    /* Signals go to one thread, which stops the loop; block them before threads start. */
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+
+    lc_client_t *client = lc_client_new(name, bus);
+    if (!client)
+        die(2, "invalid module name '%s' or bus endpoint", name);
+    lc_method(client, "echo", s_echo, NULL);
+    lc_method_doc(client, "echo", "answers with its arguments", NULL);
+    lc_method(client, "fail", s_fail, NULL);
+    lc_method_doc(client, "fail", "answers with an error", "code:integer message:string");
+    lc_method(client, "sleep", s_sleep, NULL);
+    lc_method_doc(client, "sleep", "answers after ms milliseconds (deferred)", "ms:integer");
+    lc_method(client, "block", s_block, NULL);
+    lc_method_doc(client, "block", "holds the module's loop for ms milliseconds", "ms:integer");
+    lc_method(client, "crash", s_crash, NULL);
+    lc_method_doc(client, "crash", "aborts the process", NULL);
+    lc_method(client, "call", s_call, NULL);
+    lc_method_doc(client, "call", "calls target with args and answers with its result",
+                  "target:string args:object");
+
+    pthread_t thread;
+    pthread_create(&thread, NULL, s_signal_thread, client);
+    int rc = lc_run(client);
+    if (rc < 0) {
+        fprintf(stderr, "lc-echo: cannot serve as '%s' on %s: %s\n", name,
+                lc_client_endpoint(client), lc_strerror(rc));
+        lc_client_destroy(&client);
+        return 1;
+    }
+    pthread_join(thread, NULL);
+    lc_client_destroy(&client);
+    return 0;
+}
