@@ -26,9 +26,10 @@ BINS := $(BUILD)/bin/lc-broker $(BUILD)/bin/lc $(BUILD)/bin/lc-echo
 LIBS := $(BUILD)/lib/liblc.so.$(SOVERSION) $(BUILD)/lib/liblc.so $(BUILD)/lib/liblc.a \
         $(BUILD)/include/lc.h
 
-TEST_SRC := $(wildcard tests/test_*.c)
-TEST_BINS := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
-TEST_COMMON := tests/harness.c
+# All test files link into one Criterion binary: one run, one summary line.
+TEST_SRC := $(wildcard tests/test_*.c) tests/harness.c
+TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/obj/%.o)
+TEST_BIN := $(BUILD)/tests/lc-tests
 
 MAN1 := $(wildcard docs/man/*.1)
 
@@ -51,7 +52,7 @@ check-asan: deps
 
 check: test check-asan
 
-tests: $(TEST_BINS)
+tests: $(TEST_BIN)
 
 run: deps
 	@$(MAKE) --no-print-directory all
@@ -94,16 +95,14 @@ $(BUILD)/bin/lc-echo: $(ECHO_SRC:%.c=$(BUILD)/obj/%.o) $(BUILD)/lib/liblc.a
 	@mkdir -p $(@D)
 	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(PKG_LIBS) -lpthread
 
-$(BUILD)/tests/%: tests/%.c $(TEST_COMMON:%.c=$(BUILD)/obj/%.o) $(BUILD)/lib/liblc.a $(BINS)
+$(TEST_BIN): $(TEST_OBJ) $(BUILD)/lib/liblc.a $(BINS)
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS_ALL) -Itests -DLC_BUILD_DIR='"$(abspath $(BUILD))"' \
-	    -DLC_SOURCE_DIR='"$(abspath .)"' -o $@ $< \
-	    $(TEST_COMMON:%.c=$(BUILD)/obj/%.o) $(BUILD)/lib/liblc.a $(LDFLAGS_ALL) \
-	    $(PKG_LIBS) -lcriterion -lpthread
+	$(CC) $(LDFLAGS_ALL) -o $@ $(TEST_OBJ) $(BUILD)/lib/liblc.a $(PKG_LIBS) -lcriterion -lpthread
 
 $(BUILD)/obj/tests/%.o: tests/%.c
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS_ALL) -Itests -DLC_BUILD_DIR='"$(abspath $(BUILD))"' -c $< -o $@
+	$(CC) $(CFLAGS_ALL) -Itests -DLC_BUILD_DIR='"$(abspath $(BUILD))"' \
+	    -DLC_SOURCE_DIR='"$(abspath .)"' -DLC_SANITIZE=$(SANITIZE) -c $< -o $@
 
 $(BUILD)/lc.pc: libclient/lc.pc.in
 	@mkdir -p $(@D)
@@ -118,7 +117,7 @@ install: all $(BUILD)/lc.pc
 	install -m 644 $(BUILD)/lib/liblc.a $(DESTDIR)$(PREFIX)/lib/
 	install -m 644 libclient/lc.h $(DESTDIR)$(PREFIX)/include/
 	install -m 644 $(BUILD)/lc.pc $(DESTDIR)$(PREFIX)/lib/pkgconfig/
-	install -m 644 $(MAN1) $(DESTDIR)$(PREFIX)/share/man/man1/
+	$(if $(MAN1),install -m 644 $(MAN1) $(DESTDIR)$(PREFIX)/share/man/man1/)
 
 uninstall:
 	rm -f $(addprefix $(DESTDIR)$(PREFIX)/bin/,$(notdir $(BINS)))

@@ -1,0 +1,33 @@
+#!/bin/sh
+# Installs the Debian packages lc needs to build and test, and only those missing.
+set -u
+
+# pkg-config module : Debian package
+pairs="libzmq:libzmq3-dev jansson:libjansson-dev criterion:libcriterion-dev"
+
+missing=""
+command -v pkg-config >/dev/null 2>&1 || missing="pkg-config"
+command -v cc >/dev/null 2>&1 || missing="$missing gcc"
+command -v make >/dev/null 2>&1 || missing="$missing make"
+for pair in $pairs; do
+    module=${pair%%:*}
+    package=${pair#*:}
+    if ! command -v pkg-config >/dev/null 2>&1 || ! pkg-config --exists "$module"; then
+        missing="$missing $package"
+    fi
+done
+[ -z "$missing" ] && exit 0
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "lc: missing Debian packages:$missing" >&2
+    echo "lc: install them as root: apt-get install -y$missing" >&2
+    exit 1
+fi
+echo "lc: installing missing Debian packages:$missing"
+export DEBIAN_FRONTEND=noninteractive
+# shellcheck disable=SC2086
+apt-get install -y --no-install-recommends $missing ||
+    { apt-get update && apt-get install -y --no-install-recommends $missing; } || {
+    echo "lc: could not install:$missing" >&2
+    exit 1
+}

@@ -1,0 +1,58 @@
+/* Test harness: real lc processes on endpoints in a temporary folder per test. */
+#ifndef LC_TEST_HARNESS_H
+#define LC_TEST_HARNESS_H
+
+#include "lc.h"
+
+#include <stdbool.h>
+#include <sys/types.h>
+
+#define BIN(name) LC_BUILD_DIR "/bin/" name
+
+typedef struct {
+    pid_t pid;
+    int pidfd;
+    bool exited;
+    int status; /* as from waitpid() */
+    char log[512];
+} proc_t;
+
+/* The per-test folder (created by h_setup, removed with everything in it by h_teardown)
+ * and the bus endpoint in it. */
+extern char h_dir[256];
+extern char h_bus[300];
+
+void h_setup(void);
+void h_teardown(void);
+
+/* Starts a program with its arguments (NULL-terminated); its stdout and stderr go to
+ * h_dir/<logname>.log. Never returns NULL (the test fails instead). */
+proc_t *h_spawn(const char *logname, const char *prog, ...);
+proc_t *h_spawnv(const char *logname, char *const argv[]);
+
+/* Waits up to timeout_ms for the process to end; returns its waitpid() status or -1. */
+int h_wait_exit(proc_t *p, int timeout_ms);
+
+/* Sends sig and waits for the end (SIGKILL after timeout_ms). Returns the status. */
+int h_stop(proc_t *p, int sig, int timeout_ms);
+
+/* Starts lc-broker on h_bus (plus extra arguments, NULL-terminated) and waits until it
+ * accepts a registration. */
+proc_t *h_broker(const char *extra, ...);
+
+/* Starts lc-echo as `name` and waits until the broker lists it. */
+proc_t *h_echo(const char *name);
+
+/* Waits until every module named (NULL-terminated) is registered, via broker.wait. */
+void h_wait_modules(lc_client_t *c, ...);
+
+/* A connected anonymous client on h_bus. */
+lc_client_t *h_client(void);
+
+/* Contents of a process log (static buffer), for failure messages. */
+const char *h_log(proc_t *p);
+
+/* Frees the process record (the process must have ended). */
+void h_proc_free(proc_t **p);
+
+#endif
