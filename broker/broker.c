@@ -107,6 +107,7 @@ struct broker {
     idmap_t conns;   /* rid hash -> conn chain */
     idmap_t modules; /* name hash -> module chain */
     size_t nmodules;
+    size_t nbeating; /* modules whose liveness comes from heartbeats */
     idmap_t calls; /* message id -> call */
     heap_t deadlines;
     waiter_t *waiters;
@@ -370,6 +371,8 @@ static void s_module_remove(broker_t *self, module_t *m, const char *why)
     if (head)
         idmap_put(&self->modules, m->hash, head);
     self->nmodules--;
+    if (m->hb_ms > 0)
+        self->nbeating--;
     s_module_free(m);
 }
 
@@ -637,6 +640,8 @@ static void s_on_hello(broker_t *self, zmq_msg_t *f, conn_t *c, const lc_hdr_t *
         return;
     }
     self->nmodules++;
+    if (m->hb_ms > 0)
+        self->nbeating++;
     self->stats.registrations++;
     s_log(self, 2, "module %s registered (pid %d%s, %zu methods)", m->name, m->pid,
           m->has_creds ? "" : ", heartbeats", m->nmethods);
@@ -913,8 +918,12 @@ static void s_expire(broker_t *self, int64_t now)
 static void s_on_message(broker_t *self, zmq_msg_t *f, int nframes, bool truncated)
 {
     conn_t *c = s_conn_find(self, zmq_msg_data(&f[0]), zmq_msg_size(&f[0]));
-    conn_t tmp = {.rid_len = zmq_msg_size(&f[0])};
-    memcpy(tmp.rid, zmq_msg_data(&f[0]), tmp.rid_len);
+    conn_t tmp; /* where to answer a peer that is not registered */
+    if (!c) {
+        tmp.rid_len = zmq_msg_size(&f[0]);
+        memcpy(tmp.rid, zmq_msg_data(&f[0]), tmp.rid_len);
+        tmp.module = NULL;
+    }
     const conn_t *to = c ? c : &tmp;
     lc_hdr_t h;
     int st = nframes >= 2 ? lc_hdr_decode(zmq_msg_data(&f[1]), zmq_msg_size(&f[1]), &h)
@@ -1188,11 +1197,7 @@ int broker_run(broker_t *self)
         int64_t now = lc_mono_ms();
         if (top)
             timeout = top->when <= now ? 0 : (int)(top->when - now);
-        bool beats = false;
-        for (size_t i = 0; i < self->modules.cap && !beats; i++)
-            for (module_t *m = self->modules.values[i]; m && !beats; m = m->next_hash)
-                beats = m->hb_ms > 0;
-        if ((beats || self->waiters) && (timeout < 0 || timeout > 200))
+        if ((self->nbeating || self->waiters) && (timeout < 0 || timeout > 200))
             timeout = 200;
         zmq_pollitem_t items[2] = {{self->router, 0, ZMQ_POLLIN, 0},
                                    {NULL, self->epfd, ZMQ_POLLIN, 0}};
