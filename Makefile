@@ -14,10 +14,13 @@ LDFLAGS_ALL += -fsanitize=address,undefined
 endif
 
 SOVERSION := 0
-LIB_SRC := libclient/client.c libclient/wire.c libclient/idmap.c libclient/heap.c
+VERSION := $(shell sed -n 's/^\#define LC_VERSION "\(.*\)"/\1/p' libclient/lc.h)
+LIB_SRC := libclient/client.c libclient/call.c libclient/thread.c libclient/timer.c \
+           libclient/wire.c libclient/idmap.c libclient/heap.c
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 
-BROKER_SRC := broker/main.c broker/broker.c
+BROKER_SRC := broker/main.c broker/broker.c broker/registry.c broker/calls.c broker/delivery.c \
+              broker/queue.c
 CLIENTS_COMMON := clients/common.c
 LC_SRC := clients/lc/lc.c $(CLIENTS_COMMON)
 ECHO_SRC := clients/echo/echo.c $(CLIENTS_COMMON)
@@ -101,14 +104,10 @@ $(TEST_BIN): $(TEST_OBJ) $(BUILD)/lib/liblc.a $(BINS)
 
 $(BUILD)/obj/tests/%.o: tests/%.c
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS_ALL) -Itests -DLC_BUILD_DIR='"$(abspath $(BUILD))"' \
+	$(CC) $(CFLAGS_ALL) -Itests -Ibroker -DLC_BUILD_DIR='"$(abspath $(BUILD))"' \
 	    -DLC_SOURCE_DIR='"$(abspath .)"' -DLC_SANITIZE=$(SANITIZE) -c $< -o $@
 
-$(BUILD)/lc.pc: libclient/lc.pc.in
-	@mkdir -p $(@D)
-	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(shell sed -n 's/^#define LC_VERSION "\(.*\)"/\1/p' libclient/lc.h)|' $< > $@
-
-install: all $(BUILD)/lc.pc
+install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/pkgconfig \
 	    $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/share/man/man1
 	install -m 755 $(BINS) $(DESTDIR)$(PREFIX)/bin/
@@ -116,7 +115,8 @@ install: all $(BUILD)/lc.pc
 	ln -sf liblc.so.$(SOVERSION) $(DESTDIR)$(PREFIX)/lib/liblc.so
 	install -m 644 $(BUILD)/lib/liblc.a $(DESTDIR)$(PREFIX)/lib/
 	install -m 644 libclient/lc.h $(DESTDIR)$(PREFIX)/include/
-	install -m 644 $(BUILD)/lc.pc $(DESTDIR)$(PREFIX)/lib/pkgconfig/
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' libclient/lc.pc.in \
+	    > $(DESTDIR)$(PREFIX)/lib/pkgconfig/lc.pc
 	$(if $(MAN1),install -m 644 $(MAN1) $(DESTDIR)$(PREFIX)/share/man/man1/)
 
 uninstall:

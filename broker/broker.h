@@ -13,6 +13,10 @@ typedef struct {
     size_t max_payload;     /* bytes */
     int heartbeat_ms;       /* for peers without kernel credentials (tcp) */
     int call_timeout_ms;    /* for calls that carry no timeout */
+    size_t max_queue;       /* items queued for all modules together */
+    size_t max_backlog;     /* items queued for one module */
+    int window;             /* items delivered to a module ahead of completion */
+    int grace_ms;           /* how long a gone module's backlog waits for it */
     int verbose;            /* 0: warnings and errors, 1: info, 2: debug */
 } broker_config_t;
 
@@ -30,6 +34,17 @@ typedef struct {
     uint64_t unroutable;     /* messages to a peer that was no longer connected */
     uint64_t registrations;  /* successful registrations */
     uint64_t refused;        /* refused registrations */
+    uint64_t tasks;          /* tasks accepted */
+    uint64_t events;         /* events accepted */
+    uint64_t deliveries;     /* tasks and event copies delivered to modules */
+    uint64_t done;           /* deliveries completed */
+    uint64_t failed;         /* deliveries whose handler failed */
+    uint64_t queue_full;     /* tasks and events refused: a queue bound was reached */
+    uint64_t dropped;        /* event copies lost to a subscriber's full backlog */
+    uint64_t lost;           /* items discarded: in flight at a crash, or past the grace time */
+    uint64_t redelivered;    /* delivered items put back after their module went away */
+    uint64_t idle;           /* busy -> idle transitions */
+    uint64_t not_active;     /* sends refused because the sender was not active */
 } broker_stats_t;
 
 /* Creates a broker bound to every endpoint of cfg. On failure returns NULL after

@@ -12,28 +12,36 @@
 
 static void s_usage(FILE *out)
 {
-    fprintf(out,
-            "Usage: lc-broker [OPTION]...\n"
-            "Route calls between the modules of an lc bus.\n"
-            "\n"
-            "  -e, --endpoint EP        listen on EP (ipc://PATH or tcp://HOST:PORT); may be\n"
-            "                           given up to %d times. Default: $LC_BUS, else\n"
-            "                           ipc://$XDG_RUNTIME_DIR/lc/bus, else ipc:///tmp/lc-$UID/bus\n"
-            "      --max-payload BYTES  largest payload accepted (default 1048576)\n"
-            "      --heartbeat MS       heartbeat interval asked of peers without kernel\n"
-            "                           credentials, i.e. over tcp (default 1000); such a peer\n"
-            "                           is dead after 3 silent intervals\n"
-            "      --call-timeout MS    deadline of calls that carry none (default 5000)\n"
-            "  -q, --quiet              log warnings and errors only\n"
-            "  -v, --verbose            log debugging detail too\n"
-            "  -h, --help               show this help and exit\n"
-            "  -V, --version            show the version and exit\n"
-            "\n"
-            "Stops cleanly on SIGTERM or SIGINT, removing its ipc socket files.\n"
-            "Exit status: 0 after a clean stop, 1 on a start-up or runtime error, 2 on a usage "
-            "error.\n"
-            "See lc-broker(1) and docs/protocol.md.\n",
-            MAX_ENDPOINTS);
+    fprintf(
+        out,
+        "Usage: lc-broker [OPTION]...\n"
+        "Route calls between the modules of an lc bus.\n"
+        "\n"
+        "  -e, --endpoint EP        listen on EP (ipc://PATH or tcp://HOST:PORT); may be\n"
+        "                           given up to %d times. Default: $LC_BUS, else\n"
+        "                           ipc://$XDG_RUNTIME_DIR/lc/bus, else ipc:///tmp/lc-$UID/bus\n"
+        "      --max-payload BYTES  largest payload accepted (default 1048576)\n"
+        "      --heartbeat MS       heartbeat interval asked of peers without kernel\n"
+        "                           credentials, i.e. over tcp (default 1000); such a peer\n"
+        "                           is dead after 3 silent intervals\n"
+        "      --call-timeout MS    deadline of calls that carry none (default 5000)\n"
+        "      --max-queue N        tasks and events queued for all modules together\n"
+        "                           (default 100000)\n"
+        "      --max-backlog N      tasks and events queued for one module (default 10000)\n"
+        "      --window N           items delivered to a module ahead of their completion\n"
+        "                           (default 64; a module may ask for another)\n"
+        "      --grace MS           how long the backlog of a module that went away waits\n"
+        "                           for it to come back (default 30000)\n"
+        "  -q, --quiet              log warnings and errors only\n"
+        "  -v, --verbose            log debugging detail too\n"
+        "  -h, --help               show this help and exit\n"
+        "  -V, --version            show the version and exit\n"
+        "\n"
+        "Stops cleanly on SIGTERM or SIGINT, removing its ipc socket files.\n"
+        "Exit status: 0 after a clean stop, 1 on a start-up or runtime error, 2 on a usage "
+        "error.\n"
+        "See lc-broker(1) and docs/protocol.md.\n",
+        MAX_ENDPOINTS);
 }
 
 static long s_number(const char *opt, const char *value, long min, long max)
@@ -41,8 +49,8 @@ static long s_number(const char *opt, const char *value, long min, long max)
     char *end;
     long v = strtol(value, &end, 10);
     if (*value == 0 || *end || v < min || v > max) {
-        fprintf(stderr, "lc-broker: %s expects a number from %ld to %ld, not '%s'\n", opt, min,
-                max, value);
+        fprintf(stderr, "lc-broker: %s expects a number from %ld to %ld, not '%s'\n", opt, min, max,
+                value);
         exit(2);
     }
     return v;
@@ -55,6 +63,10 @@ int main(int argc, char **argv)
         {"max-payload", required_argument, NULL, 'P'},
         {"heartbeat", required_argument, NULL, 'H'},
         {"call-timeout", required_argument, NULL, 'T'},
+        {"max-queue", required_argument, NULL, 'Q'},
+        {"max-backlog", required_argument, NULL, 'B'},
+        {"window", required_argument, NULL, 'W'},
+        {"grace", required_argument, NULL, 'G'},
         {"quiet", no_argument, NULL, 'q'},
         {"verbose", no_argument, NULL, 'v'},
         {"help", no_argument, NULL, 'h'},
@@ -68,6 +80,10 @@ int main(int argc, char **argv)
         .max_payload = 1024 * 1024,
         .heartbeat_ms = 1000,
         .call_timeout_ms = LC_CALL_TIMEOUT_MS,
+        .max_queue = 100000,
+        .max_backlog = 10000,
+        .window = 64,
+        .grace_ms = 30000,
         .verbose = 1,
     };
     int opt;
@@ -88,6 +104,18 @@ int main(int argc, char **argv)
             break;
         case 'T':
             cfg.call_timeout_ms = (int)s_number("--call-timeout", optarg, 1, 86400000);
+            break;
+        case 'Q':
+            cfg.max_queue = (size_t)s_number("--max-queue", optarg, 1, 100000000);
+            break;
+        case 'B':
+            cfg.max_backlog = (size_t)s_number("--max-backlog", optarg, 1, 100000000);
+            break;
+        case 'W':
+            cfg.window = (int)s_number("--window", optarg, 1, 100000);
+            break;
+        case 'G':
+            cfg.grace_ms = (int)s_number("--grace", optarg, 0, 86400000);
             break;
         case 'q':
             cfg.verbose = 0;

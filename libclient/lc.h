@@ -39,23 +39,23 @@ extern "C" {
 
 /* ---- Error codes (negative errno values) -------------------------------------------- */
 
-#define LC_EINVAL (-EINVAL)               /* invalid argument or name */
-#define LC_ENOMEM (-ENOMEM)               /* out of memory */
-#define LC_EHANDLER (-EREMOTEIO)          /* the handler answered with an error */
-#define LC_ENOMODULE (-ENOENT)            /* no module of that name is registered */
-#define LC_ENOMETHOD (-ENOSYS)            /* the module has no method of that name */
-#define LC_ENOTREADY (-EAGAIN)            /* the module is registered but not ready */
-#define LC_EGONE (-ECONNRESET)            /* the module went away while the call was open */
-#define LC_ETIMEDOUT (-ETIMEDOUT)         /* no answer before the deadline */
-#define LC_ETOOBIG (-EMSGSIZE)            /* payload larger than the bus allows */
-#define LC_EPROTO (-EPROTO)               /* malformed message */
-#define LC_EVERSION (-EPROTONOSUPPORT)    /* the peer speaks another protocol version */
-#define LC_ENAMETAKEN (-EADDRINUSE)       /* a live module already holds that name */
-#define LC_ENOBUS (-ENOTCONN)             /* no broker reachable, or the connection was lost */
-#define LC_EQUEUEFULL (-ENOBUFS)          /* a queue bound was reached */
-#define LC_ENOTACTIVE (-EPERM)            /* sending not allowed in this module state */
-#define LC_EDENIED (-EACCES)              /* reserved name or forbidden operation */
-#define LC_EBUSY (-EBUSY)                 /* the operation is not possible right now */
+#define LC_EINVAL (-EINVAL)            /* invalid argument or name */
+#define LC_ENOMEM (-ENOMEM)            /* out of memory */
+#define LC_EHANDLER (-EREMOTEIO)       /* the handler answered with an error */
+#define LC_ENOMODULE (-ENOENT)         /* no module of that name is registered */
+#define LC_ENOMETHOD (-ENOSYS)         /* the module has no method of that name */
+#define LC_ENOTREADY (-EAGAIN)         /* the module is registered but not ready */
+#define LC_EGONE (-ECONNRESET)         /* the module went away while the call was open */
+#define LC_ETIMEDOUT (-ETIMEDOUT)      /* no answer before the deadline */
+#define LC_ETOOBIG (-EMSGSIZE)         /* payload larger than the bus allows */
+#define LC_EPROTO (-EPROTO)            /* malformed message */
+#define LC_EVERSION (-EPROTONOSUPPORT) /* the peer speaks another protocol version */
+#define LC_ENAMETAKEN (-EADDRINUSE)    /* a live module already holds that name */
+#define LC_ENOBUS (-ENOTCONN)          /* no broker reachable, or the connection was lost */
+#define LC_EQUEUEFULL (-ENOBUFS)       /* a queue bound was reached */
+#define LC_ENOTACTIVE (-EPERM)         /* sending not allowed in this module state */
+#define LC_EDENIED (-EACCES)           /* reserved name or forbidden operation */
+#define LC_EBUSY (-EBUSY)              /* the operation is not possible right now */
 
 /* Returns a short English description of an lc error code (or of any errno value). */
 LC_EXPORT const char *lc_strerror(int code);
@@ -119,7 +119,8 @@ typedef void(lc_method_fn)(lc_request_t *req, json_t *args, void *arg);
 
 /* Offers method `method` (1-64 characters of [A-Za-z0-9_], not starting with a digit).
  * Declaring a method that exists replaces its handler. May be called after registration:
- * the broker's table is updated. Returns 0, LC_EINVAL, LC_ENOMEM. */
+ * the broker's table is updated. Loop thread only; not for anonymous clients.
+ * Returns 0, LC_EINVAL, LC_ENOMEM. */
 LC_EXPORT int lc_method(lc_client_t *self, const char *method, lc_method_fn *fn, void *arg);
 
 /* Describes a declared method for introspection: a one-line help text and its arguments as
@@ -206,8 +207,9 @@ LC_EXPORT int lc_fd(lc_client_t *self);
  * (timers, deadlines, heartbeats); -1 for no limit. */
 LC_EXPORT int lc_timeout(lc_client_t *self);
 
-/* Does all pending work without blocking. Returns 0, 1 if lc_stop() was called, or an
- * error. Loop thread only. */
+/* Does all pending work without waiting for more. The first call registers the client if
+ * lc_connect() was not called, which waits for the broker up to the call timeout.
+ * Returns 0, 1 if lc_stop() was called, or an error. Loop thread only. */
 LC_EXPORT int lc_dispatch(lc_client_t *self);
 
 #ifdef __cplusplus

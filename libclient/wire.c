@@ -76,8 +76,7 @@ int lc_hdr_decode(const uint8_t *buf, size_t size, lc_hdr_t *hdr)
     hdr->timeout_ms = lc_hdr_get_u32(buf, LC_OFF_TIMEOUT);
     hdr->time_us = lc_hdr_get_u64(buf, LC_OFF_TIME);
     if (hdr->type == 0 || hdr->type >= LC_MSG_TYPE_MAX || hdr->priority > LC_PRIORITY_LOWEST ||
-        buf[5] != 0 || (hdr->flags & ~LC_FLAG_KNOWN) ||
-        lc_hdr_get_u32(buf, LC_OFF_RESERVED) != 0)
+        buf[5] != 0 || (hdr->flags & ~LC_FLAG_KNOWN) || lc_hdr_get_u32(buf, LC_OFF_RESERVED) != 0)
         return LC_STATUS_MALFORMED;
     return LC_STATUS_OK;
 }

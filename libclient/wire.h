@@ -36,7 +36,9 @@ enum lc_msg_type {
 /* Header flags. Bits not listed here must be zero. */
 #define LC_FLAG_REPLY_MAIN 0x0001u /* CALL: deliver the answer to the module's main connection */
 #define LC_FLAG_ATTACH 0x0002u     /* HELLO: attach a thread's connection to a registered module */
-#define LC_FLAG_KNOWN (LC_FLAG_REPLY_MAIN | LC_FLAG_ATTACH)
+#define LC_FLAG_CONFIRM 0x0004u    /* TASK, EVENT: answer with a NOTICE, also when accepted */
+#define LC_FLAG_PARTIAL 0x0008u    /* NOTICE: accepted, but some subscribers lost their copy */
+#define LC_FLAG_KNOWN (LC_FLAG_REPLY_MAIN | LC_FLAG_ATTACH | LC_FLAG_CONFIRM | LC_FLAG_PARTIAL)
 
 /* Wire status codes (header field "status" of ERROR messages). Stable: never renumbered. */
 enum lc_status {
@@ -109,11 +111,11 @@ enum {
 bool lc_name_valid(const char *name, size_t len);
 bool lc_method_name_valid(const char *name, size_t len);
 
-const char *lc_status_name(int status);   /* "unknown_module" */
-int lc_status_to_errno(int status);       /* LC_STATUS_GONE -> LC_EGONE */
-int lc_errno_to_status(int code);         /* the reverse, LC_STATUS_INTERNAL if unknown */
+const char *lc_status_name(int status); /* "unknown_module" */
+int lc_status_to_errno(int status);     /* LC_STATUS_GONE -> LC_EGONE */
+int lc_errno_to_status(int code);       /* the reverse, LC_STATUS_INTERNAL if unknown */
 
-uint64_t lc_now_us(void);        /* CLOCK_REALTIME, microseconds */
-int64_t lc_mono_ms(void);        /* CLOCK_MONOTONIC, milliseconds */
+uint64_t lc_now_us(void); /* CLOCK_REALTIME, microseconds */
+int64_t lc_mono_ms(void); /* CLOCK_MONOTONIC, milliseconds */
 
 #endif

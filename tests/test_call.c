@@ -64,8 +64,8 @@ Test(call, handler_error_code_and_message)
     h_echo("echo");
     lc_client_t *c = h_client();
     json_t *res = NULL;
-    int rc = lc_call(c, "echo.fail", json_pack("{s:i, s:s}", "code", 7, "message", "bad line"),
-                     &res, 0);
+    int rc =
+        lc_call(c, "echo.fail", json_pack("{s:i, s:s}", "code", 7, "message", "bad line"), &res, 0);
     cr_assert_eq(rc, LC_EHANDLER, "got %s", lc_strerror(rc));
     cr_assert_eq(json_integer_value(json_object_get(res, "code")), 7);
     cr_assert_str_eq(json_string_value(json_object_get(res, "message")), "bad line");

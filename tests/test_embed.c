@@ -11,8 +11,8 @@
 TestSuite(embed, .init = h_setup, .fini = h_teardown, .timeout = 60);
 
 typedef struct {
-    int stop_fd;     /* the module's own descriptor beside lc_fd() */
-    int tick_fd;     /* written when the timer has fired three times */
+    int stop_fd; /* the module's own descriptor beside lc_fd() */
+    int tick_fd; /* written when the timer has fired three times */
     atomic_int ready;
     atomic_int ticks;
     int served;

@@ -47,10 +47,17 @@ Test(install, module_builds_against_installed_copy)
              prefix, LC_BUILD_DIR);
     s_sh("install", cmd);
 
-    const char *installed[] = {"bin/lc-broker", "bin/lc", "bin/lc-echo", "lib/liblc.so.0",
-                               "lib/liblc.so", "lib/liblc.a", "include/lc.h",
-                               "lib/pkgconfig/lc.pc", "share/man/man1/lc.1",
-                               "share/man/man1/lc-broker.1", NULL};
+    const char *installed[] = {"bin/lc-broker",
+                               "bin/lc",
+                               "bin/lc-echo",
+                               "lib/liblc.so.0",
+                               "lib/liblc.so",
+                               "lib/liblc.a",
+                               "include/lc.h",
+                               "lib/pkgconfig/lc.pc",
+                               "share/man/man1/lc.1",
+                               "share/man/man1/lc-broker.1",
+                               NULL};
     struct stat st;
     for (int i = 0; installed[i]; i++) {
         snprintf(path, sizeof path, "%s/%s", prefix, installed[i]);

@@ -399,7 +399,7 @@ Test(wire_unit, header_decode_refuses)
         {LC_OFF_TYPE, LC_MSG_TYPE_MAX, LC_STATUS_MALFORMED, "type past the last"},
         {LC_OFF_PRIORITY, LC_PRIORITY_LOWEST + 1, LC_STATUS_MALFORMED, "priority 6"},
         {5, 1, LC_STATUS_MALFORMED, "byte 5 reserved"},
-        {LC_OFF_FLAGS, 0x04, LC_STATUS_MALFORMED, "unknown flag"},
+        {LC_OFF_FLAGS, 0x40, LC_STATUS_MALFORMED, "unknown flag"},
         {LC_OFF_FLAGS + 1, 0x80, LC_STATUS_MALFORMED, "unknown high flag"},
         {LC_OFF_RESERVED, 1, LC_STATUS_MALFORMED, "reserved field"},
         {LC_OFF_RESERVED + 3, 0x80, LC_STATUS_MALFORMED, "reserved field, high byte"},

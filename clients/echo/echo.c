@@ -28,8 +28,7 @@ static void s_fail(lc_request_t *req, json_t *args, void *arg)
 static int s_ms_arg(lc_request_t *req, json_t *args)
 {
     json_t *ms = json_object_get(args, "ms");
-    if (!json_is_integer(ms) || json_integer_value(ms) < 0 ||
-        json_integer_value(ms) > 3600000) {
+    if (!json_is_integer(ms) || json_integer_value(ms) < 0 || json_integer_value(ms) > 3600000) {
         lc_reply_error(req, 22, "argument \"ms\" must be an integer from 0 to 3600000");
         return -1;
     }
@@ -92,7 +91,9 @@ static void s_call(lc_request_t *req, json_t *args, void *arg)
     if (rc == 0)
         lc_reply(req, result);
     else {
-        lc_reply_error(req, rc, "%s: %s", target,
+        /* The inner handler's own code, or the bus status number (see lc_call()). */
+        lc_reply_error(req, (int)json_integer_value(json_object_get(result, "code")), "%s: %s: %s",
+                       target, lc_strerror(rc),
                        json_string_value(json_object_get(result, "message")));
         json_decref(result);
     }
@@ -113,22 +114,21 @@ static void *s_signal_thread(void *arg)
 
 static void s_usage(FILE *out)
 {
-    fprintf(out,
-            "Usage: lc-echo [--name NAME] [--bus EP]\n"
-            "An example module. Methods:\n"
-            "  echo          answers with its arguments\n"
-            "  fail          answers with error code 42 (or \"code\") and a message\n"
-            "  sleep ms=N    answers after N ms, without holding up the module (deferred)\n"
-            "  block ms=N    holds the module's loop for N ms, then answers\n"
-            "  crash         aborts the process\n"
-            "  call target=MODULE.METHOD [args=OBJECT]  calls another method, answers with "
-            "its result\n"
-            "\n"
-            "  -n, --name NAME   module name (default: echo)\n"
-            "  -b, --bus EP      bus endpoint (default: $LC_BUS or the per-user socket)\n"
-            "  -h, --help        show this help and exit\n"
-            "  -V, --version     show the version and exit\n"
-            "Stops on SIGTERM or SIGINT. See lc-echo(1).\n");
+    fprintf(out, "Usage: lc-echo [--name NAME] [--bus EP]\n"
+                 "An example module. Methods:\n"
+                 "  echo          answers with its arguments\n"
+                 "  fail          answers with error code 42 (or \"code\") and a message\n"
+                 "  sleep ms=N    answers after N ms, without holding up the module (deferred)\n"
+                 "  block ms=N    holds the module's loop for N ms, then answers\n"
+                 "  crash         aborts the process\n"
+                 "  call target=MODULE.METHOD [args=OBJECT]  calls another method, answers with "
+                 "its result\n"
+                 "\n"
+                 "  -n, --name NAME   module name (default: echo)\n"
+                 "  -b, --bus EP      bus endpoint (default: $LC_BUS or the per-user socket)\n"
+                 "  -h, --help        show this help and exit\n"
+                 "  -V, --version     show the version and exit\n"
+                 "Stops on SIGTERM or SIGINT. See lc-echo(1).\n");
 }
 
 int main(int argc, char **argv)
@@ -145,11 +145,21 @@ int main(int argc, char **argv)
     int opt;
     while ((opt = getopt_long(argc, argv, "n:b:hV", longopts, NULL)) != -1) {
         switch (opt) {
-        case 'n': name = optarg; break;
-        case 'b': bus = optarg; break;
-        case 'h': s_usage(stdout); return 0;
-        case 'V': printf("lc-echo %s\n", LC_VERSION); return 0;
-        default: fprintf(stderr, "Try 'lc-echo --help'.\n"); return 2;
+        case 'n':
+            name = optarg;
+            break;
+        case 'b':
+            bus = optarg;
+            break;
+        case 'h':
+            s_usage(stdout);
+            return 0;
+        case 'V':
+            printf("lc-echo %s\n", LC_VERSION);
+            return 0;
+        default:
+            fprintf(stderr, "Try 'lc-echo --help'.\n");
+            return 2;
         }
     }
     if (optind < argc)

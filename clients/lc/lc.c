@@ -55,15 +55,21 @@ static void s_usage(FILE *out)
 static int s_exit_code(int rc)
 {
     switch (rc) {
-    case 0: return EXIT_OK;
-    case LC_EHANDLER: return EXIT_HANDLER;
+    case 0:
+        return EXIT_OK;
+    case LC_EHANDLER:
+        return EXIT_HANDLER;
     case LC_ENOMODULE:
     case LC_ENOMETHOD:
     case LC_ENOTREADY:
-    case LC_EGONE: return EXIT_UNKNOWN;
-    case LC_ETIMEDOUT: return EXIT_TIMEOUT;
-    case LC_ENOBUS: return EXIT_NOBUS;
-    default: return EXIT_REFUSED;
+    case LC_EGONE:
+        return EXIT_UNKNOWN;
+    case LC_ETIMEDOUT:
+        return EXIT_TIMEOUT;
+    case LC_ENOBUS:
+        return EXIT_NOBUS;
+    default:
+        return EXIT_REFUSED;
     }
 }
 
@@ -90,8 +96,10 @@ static int s_call(const char *bus, int timeout, bool pretty, int argc, char **ar
         printf("%s\n", text ? text : "null");
         free(text);
     } else if (rc == LC_ENOBUS) {
-        fprintf(stderr, "%s: no broker answered at %s within %d ms (is lc-broker running? "
-                "set LC_BUS or use --bus)\n", prog, lc_client_endpoint(client), timeout);
+        fprintf(stderr,
+                "%s: no broker answered at %s within %d ms (is lc-broker running? "
+                "set LC_BUS or use --bus)\n",
+                prog, lc_client_endpoint(client), timeout);
     } else {
         json_t *code = json_object_get(result, "code");
         json_t *msg = json_object_get(result, "message");
@@ -111,12 +119,9 @@ int main(int argc, char **argv)
 {
     prog = "lc";
     static const struct option longopts[] = {
-        {"bus", required_argument, NULL, 'b'},
-        {"timeout", required_argument, NULL, 't'},
-        {"pretty", no_argument, NULL, 'p'},
-        {"help", no_argument, NULL, 'h'},
-        {"version", no_argument, NULL, 'V'},
-        {NULL, 0, NULL, 0},
+        {"bus", required_argument, NULL, 'b'}, {"timeout", required_argument, NULL, 't'},
+        {"pretty", no_argument, NULL, 'p'},    {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},   {NULL, 0, NULL, 0},
     };
     const char *bus = NULL;
     int timeout = LC_CALL_TIMEOUT_MS;

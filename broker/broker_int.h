@@ -1,0 +1,200 @@
+/* Private to lc-broker: the structures shared by its files.
+ *   broker.c    the loop, endpoints, reading and sending, logging
+ *   registry.c  connections, modules, registration, liveness
+ *   calls.c     synchronous calls and the built-in methods of module "broker"
+ *   delivery.c  tasks, events, subscriptions, delivery windows, idle
+ *   queue.c     the queue's data structures */
+#ifndef LC_BROKER_INT_H
+#define LC_BROKER_INT_H
+
+#include "broker.h"
+#include "heap.h"
+#include "idmap.h"
+#include "lc.h"
+#include "queue.h"
+#include "wire.h"
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <zmq.h>
+
+#define DEAD_AFTER_BEATS 3 /* a heartbeat peer is dead after this many silent intervals */
+
+typedef struct module module_t;
+
+/* One ZeroMQ connection, known by its routing id. */
+typedef struct conn {
+    uint8_t rid[256];
+    size_t rid_len;
+    uint64_t hash;
+    module_t *module;
+    bool is_main;
+    struct conn *next_sat;  /* the module's other connections */
+    struct conn *next_hash; /* same hash */
+} conn_t;
+
+typedef struct {
+    uint64_t hash;
+    char name[LC_NAME_MAX + 1];
+} method_t;
+
+/* A subscription: an event name, or a prefix followed by '*'. */
+typedef struct sub {
+    module_t *module;
+    const char *pattern; /* interned, without the '*' */
+    size_t len;
+    bool wild;
+    struct sub *next;           /* same hash (exact) or the wildcard list */
+    struct sub *next_of_module; /* the module's subscriptions */
+} sub_t;
+
+/* Module states; the first three are the seed's numbers. */
+enum { MS_INACTIVE = 1, MS_PASSIVE = 2, MS_ACTIVE = 3, MS_GONE = 4 };
+
+struct module {
+    char name[LC_NAME_MAX + 1];
+    uint64_t hash;
+    char token[17];
+    int state;
+    conn_t *main; /* NULL while gone */
+    conn_t *sats;
+    method_t *methods;
+    size_t nmethods;
+    json_t *doc; /* the methods as registered, for broker.list */
+    sub_t *subs;
+    bool anonymous;
+    bool has_creds;
+    int pid, uid, gid;
+    int pidfd;
+    int hb_ms;
+    int64_t last_seen;
+    int64_t gone_since;
+    uint64_t since_us;
+    broker_queue_t queue; /* waiting for the delivery window */
+    idmap_t inflight;     /* delivered, not done: id -> bq_item_t */
+    int window;
+    uint64_t emit_mark; /* de-duplicates an event matched by several patterns */
+    struct {
+        uint64_t calls_in, calls_out, tasks_in, events_in, delivered, done, failed, dropped, lost,
+            redelivered;
+    } count;
+    module_t *next_hash;
+};
+
+/* A call routed to a module and not answered yet, keyed by its message id. */
+typedef struct {
+    uint64_t id;
+    conn_t *caller; /* where the answer goes */
+    module_t *caller_module;
+    module_t *callee;
+    uint32_t seq;
+    int64_t deadline;
+    char target[LC_ADDRESS_MAX + 1];
+} call_t;
+
+/* broker.wait: answered when all named modules are registered. */
+typedef struct waiter {
+    conn_t *caller;
+    uint32_t seq;
+    uint64_t id, tx;
+    json_t *modules;
+    int64_t deadline;
+    struct waiter *next;
+} waiter_t;
+
+enum {
+    LOG_MALFORMED,
+    LOG_VERSION,
+    LOG_TOO_LARGE,
+    LOG_UNREGISTERED,
+    LOG_UNROUTABLE,
+    LOG_LOST,
+    LOG_KINDS
+};
+enum { L_ERROR, L_WARNING, L_INFO, L_DEBUG };
+
+struct broker {
+    broker_config_t cfg;
+    void *ctx;
+    void *router;
+    int epfd;
+    int sigfd;
+    char **ipc_paths;
+    size_t nipc;
+
+    idmap_t conns;   /* rid hash -> conn chain */
+    idmap_t modules; /* name hash -> module chain */
+    size_t nmodules;
+    size_t nbeating; /* modules whose liveness comes from heartbeats */
+    idmap_t calls;   /* message id -> call */
+    heap_t deadlines;
+    waiter_t *waiters;
+
+    strpool_t pool;
+    idmap_t subs_exact; /* event name hash -> sub chain */
+    sub_t *subs_wild;
+    size_t queued; /* items in all module queues */
+    size_t work;   /* work items queued or in flight */
+    bool busy;
+    uint64_t emit_seq;
+
+    uint64_t next_id;
+    uint64_t anon_count;
+    int64_t started;
+    broker_stats_t stats;
+    struct {
+        int64_t second;
+        int count;
+        uint64_t suppressed;
+    } log_rate[LOG_KINDS];
+};
+
+/* broker.c */
+void broker_log(broker_t *self, int level, const char *fmt, ...) LC_PRINTF(3, 4);
+bool broker_log_allowed(broker_t *self, int kind);
+uint64_t broker_next_id(broker_t *self);
+uint64_t broker_hash(const void *data, size_t len);
+int broker_watch_pidfd(broker_t *self, int fd); /* readable when the process ends */
+int broker_send(broker_t *self, const conn_t *to, const uint8_t *hdr, const char *address,
+                size_t alen, const char *source, zmq_msg_t *payload);
+int broker_send_json(broker_t *self, const conn_t *to, const lc_hdr_t *h, const char *address,
+                     json_t *body);
+void broker_error(broker_t *self, const conn_t *to, const lc_hdr_t *req, uint64_t parent,
+                  int status, const char *fmt, ...) LC_PRINTF(6, 7);
+
+/* registry.c */
+conn_t *broker_conn_find(broker_t *self, const void *rid, size_t len);
+module_t *broker_module_find(broker_t *self, const char *name, size_t len);
+const method_t *broker_method_find(const module_t *m, const char *name, size_t len);
+void broker_on_hello(broker_t *self, zmq_msg_t *f, conn_t *c, const lc_hdr_t *h);
+void broker_on_bye(broker_t *self, conn_t *c);
+void broker_module_lost(broker_t *self, module_t *m, const char *why);
+void broker_on_pidfd(broker_t *self, int fd);
+void broker_check_liveness(broker_t *self, int64_t now);
+void broker_registry_clear(broker_t *self);
+json_t *broker_module_info(const module_t *m);
+
+/* calls.c */
+void broker_on_call(broker_t *self, zmq_msg_t *f, conn_t *c, const lc_hdr_t *h);
+void broker_on_reply(broker_t *self, zmq_msg_t *f, conn_t *c, const lc_hdr_t *h);
+void broker_calls_expire(broker_t *self, int64_t now);
+void broker_calls_drop_conn(broker_t *self, const conn_t *c);
+void broker_calls_gone(broker_t *self, module_t *m, const char *why);
+void broker_waiters_check(broker_t *self);
+void broker_calls_clear(broker_t *self);
+
+/* delivery.c */
+void broker_on_task(broker_t *self, zmq_msg_t *f, conn_t *c, const lc_hdr_t *h);
+void broker_on_event(broker_t *self, zmq_msg_t *f, conn_t *c, const lc_hdr_t *h);
+void broker_on_done(broker_t *self, zmq_msg_t *f, conn_t *c, const lc_hdr_t *h);
+void broker_emit(broker_t *self, const char *event, json_t *args); /* source "broker" */
+void broker_pump(broker_t *self, module_t *m);
+void broker_idle_check(broker_t *self);
+int broker_subs_set(broker_t *self, module_t *m, json_t *patterns, char *err, size_t errlen);
+void broker_subs_clear(broker_t *self, module_t *m);
+void broker_inflight_lost(broker_t *self, module_t *m); /* at a crash */
+void broker_queue_discard(broker_t *self, module_t *m);
+bool broker_event_name_valid(const char *name, size_t len);
+
+#endif

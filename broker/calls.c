@@ -1,0 +1,360 @@
+/* lc-broker: synchronous calls, routed at once, and the methods of module "broker". */
+#include "broker_int.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* Where answers for this CALL go: the module's main connection when the sender asked
+ * (an asynchronous call from another thread, whose callback runs on the loop). */
+static conn_t *s_answer_to(conn_t *c, const lc_hdr_t *h)
+{
+    return (h->flags & LC_FLAG_REPLY_MAIN) && c->module->main ? c->module->main : c;
+}
+
+static void s_reply(broker_t *self, const conn_t *to, const lc_hdr_t *req, uint64_t parent,
+                    uint64_t tx, json_t *result)
+{
+    lc_hdr_t h = {.type = LC_MSG_REPLY,
+                  .seq = req->seq,
+                  .id = broker_next_id(self),
+                  .parent = parent,
+                  .tx = tx,
+                  .priority = req->priority,
+                  .time_us = lc_now_us()};
+    broker_send_json(self, to, &h, NULL, result);
+}
+
+/* An error of a built-in method: status HANDLER with the method's own code. */
+static void s_method_error(broker_t *self, const conn_t *to, const lc_hdr_t *req, uint64_t id,
+                           const char *message)
+{
+    lc_hdr_t h = {.type = LC_MSG_ERROR,
+                  .seq = req->seq,
+                  .id = broker_next_id(self),
+                  .parent = id,
+                  .tx = req->tx,
+                  .status = LC_STATUS_HANDLER,
+                  .time_us = lc_now_us()};
+    broker_send_json(self, to, &h, NULL, json_pack("{s:i, s:s}", "code", 22, "message", message));
+}
+
+static bool s_all_registered(broker_t *self, json_t *names)
+{
+    size_t i;
+    json_t *v;
+    json_array_foreach(names, i, v)
+    {
+        const char *n = json_string_value(v);
+        module_t *m = n ? broker_module_find(self, n, strlen(n)) : NULL;
+        if (!m || m->state == MS_GONE || m->state == MS_INACTIVE)
+            return false;
+    }
+    return true;
+}
+
+void broker_waiters_check(broker_t *self)
+{
+    int64_t now = lc_mono_ms();
+    for (waiter_t **wp = &self->waiters; *wp;) {
+        waiter_t *w = *wp;
+        bool ready = s_all_registered(self, w->modules);
+        lc_hdr_t req = {.seq = w->seq, .tx = w->tx};
+        if (ready)
+            s_reply(self, w->caller, &req, w->id, w->tx, json_pack("{s:O}", "ready", w->modules));
+        else if (now >= w->deadline)
+            broker_error(self, w->caller, &req, w->id, LC_STATUS_TIMEOUT,
+                         "modules not registered before the deadline");
+        if (ready || now >= w->deadline) {
+            *wp = w->next;
+            json_decref(w->modules);
+            free(w);
+        } else {
+            wp = &w->next;
+        }
+    }
+}
+
+static json_t *s_stats(broker_t *self)
+{
+    const broker_stats_t *s = &self->stats;
+    json_t *o = json_object();
+    struct {
+        const char *key;
+        uint64_t value;
+    } rows[] = {
+        {"modules", self->nmodules},
+        {"calls_open", self->calls.count},
+        {"queued", self->queued},
+        {"calls", s->calls},
+        {"replies", s->replies},
+        {"unknown_target", s->unknown_target},
+        {"gone", s->gone},
+        {"timeouts", s->timeouts},
+        {"late_replies", s->late_replies},
+        {"malformed", s->malformed},
+        {"too_large", s->too_large},
+        {"version", s->version},
+        {"unroutable", s->unroutable},
+        {"registrations", s->registrations},
+        {"refused", s->refused},
+        {"tasks", s->tasks},
+        {"events", s->events},
+        {"deliveries", s->deliveries},
+        {"done", s->done},
+        {"failed", s->failed},
+        {"queue_full", s->queue_full},
+        {"dropped", s->dropped},
+        {"lost", s->lost},
+        {"redelivered", s->redelivered},
+        {"idle", s->idle},
+        {"not_active", s->not_active},
+    };
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++)
+        json_object_set_new(o, rows[i].key, json_integer((json_int_t)rows[i].value));
+    return o;
+}
+
+static void s_builtin(broker_t *self, conn_t *to, const lc_hdr_t *h, uint64_t id, uint64_t tx,
+                      const char *method, zmq_msg_t *payload)
+{
+    size_t n = zmq_msg_size(payload);
+    json_t *args = n ? json_loadb(zmq_msg_data(payload), n, 0, NULL) : json_object();
+    if (!json_is_object(args)) {
+        broker_error(self, to, h, id, LC_STATUS_MALFORMED, "arguments must be a JSON object");
+    } else if (strcmp(method, "ping") == 0) {
+        s_reply(self, to, h, id, tx,
+                json_pack("{s:s, s:i, s:I, s:i}", "version", LC_VERSION, "pid", (int)getpid(),
+                          "uptime_ms", (json_int_t)(lc_mono_ms() - self->started), "protocol",
+                          LC_WIRE_VERSION));
+    } else if (strcmp(method, "ready") == 0) {
+        const char *name = json_string_value(json_object_get(args, "module"));
+        if (!name)
+            s_method_error(self, to, h, id, "broker.ready expects {\"module\": name}");
+        else {
+            json_t *one = json_pack("[s]", name);
+            s_reply(self, to, h, id, tx, json_boolean(s_all_registered(self, one)));
+            json_decref(one);
+        }
+    } else if (strcmp(method, "wait") == 0) {
+        json_t *mods = json_object_get(args, "modules");
+        waiter_t *w = NULL;
+        if (!json_is_array(mods)) {
+            s_method_error(self, to, h, id, "broker.wait expects {\"modules\": [names]}");
+        } else if (s_all_registered(self, mods)) {
+            s_reply(self, to, h, id, tx, json_pack("{s:O}", "ready", mods));
+        } else if (!(w = calloc(1, sizeof *w))) {
+            broker_error(self, to, h, id, LC_STATUS_INTERNAL, "broker out of memory");
+        } else {
+            w->caller = to;
+            w->seq = h->seq;
+            w->id = id;
+            w->tx = tx;
+            w->modules = json_incref(mods);
+            w->deadline = lc_mono_ms() +
+                          (h->timeout_ms ? h->timeout_ms : (uint32_t)self->cfg.call_timeout_ms);
+            w->next = self->waiters;
+            self->waiters = w;
+        }
+    } else if (strcmp(method, "list") == 0) {
+        json_t *list = json_array();
+        for (size_t i = 0; i < self->modules.cap; i++)
+            for (module_t *m = self->modules.values[i]; m; m = m->next_hash)
+                json_array_append_new(list, broker_module_info(m));
+        s_reply(self, to, h, id, tx, json_pack("{s:o}", "modules", list));
+    } else if (strcmp(method, "stats") == 0) {
+        s_reply(self, to, h, id, tx, s_stats(self));
+    } else {
+        self->stats.unknown_target++;
+        broker_error(self, to, h, id, LC_STATUS_UNKNOWN_METHOD,
+                     "module 'broker' has no method '%s' (it has ping, ready, wait, list, stats)",
+                     method);
+    }
+    json_decref(args);
+}
+
+void broker_on_call(broker_t *self, zmq_msg_t *f, conn_t *c, const lc_hdr_t *h)
+{
+    conn_t *to = s_answer_to(c, h);
+    const char *addr = zmq_msg_data(&f[2]);
+    size_t alen = zmq_msg_size(&f[2]);
+    const char *dot = alen ? memchr(addr, '.', alen) : NULL;
+    size_t mlen = dot ? (size_t)(dot - addr) : 0;
+    if (!dot || !lc_name_valid(addr, mlen) || !lc_method_name_valid(dot + 1, alen - mlen - 1)) {
+        self->stats.malformed++;
+        broker_error(self, to, h, 0, LC_STATUS_BAD_NAME,
+                     "invalid call target '%.*s': expected module.method",
+                     (int)(alen > 200 ? 200 : alen), addr);
+        return;
+    }
+    uint64_t id = broker_next_id(self);
+    uint64_t tx = h->tx ? h->tx : id;
+    lc_hdr_t req = *h;
+    req.tx = tx;
+    const char *method = dot + 1;
+    size_t method_len = alen - mlen - 1;
+    c->module->count.calls_out++;
+    if (mlen == 6 && memcmp(addr, "broker", 6) == 0) {
+        char name[LC_NAME_MAX + 1];
+        memcpy(name, method, method_len);
+        name[method_len] = 0;
+        s_builtin(self, to, &req, id, tx, name, &f[4]);
+        return;
+    }
+    module_t *callee = broker_module_find(self, addr, mlen);
+    if (!callee) {
+        self->stats.unknown_target++;
+        broker_error(self, to, &req, id, LC_STATUS_UNKNOWN_MODULE, "no module '%.*s' on the bus",
+                     (int)mlen, addr);
+        return;
+    }
+    if (!broker_method_find(callee, method, method_len)) {
+        self->stats.unknown_target++;
+        broker_error(self, to, &req, id, LC_STATUS_UNKNOWN_METHOD,
+                     "module '%s' has no method '%.*s'", callee->name, (int)method_len, method);
+        return;
+    }
+    if (callee->state != MS_PASSIVE && callee->state != MS_ACTIVE) {
+        broker_error(self, to, &req, id, LC_STATUS_NOT_READY, "module '%s' is %s", callee->name,
+                     callee->state == MS_GONE ? "not running (its queue waits for it)"
+                                              : "starting up");
+        return;
+    }
+    call_t *call = malloc(sizeof *call);
+    if (!call) {
+        broker_error(self, to, &req, id, LC_STATUS_INTERNAL, "broker out of memory");
+        return;
+    }
+    call->id = id;
+    call->caller = to;
+    call->caller_module = c->module;
+    call->callee = callee;
+    call->seq = h->seq;
+    uint32_t tmo = h->timeout_ms ? h->timeout_ms : (uint32_t)self->cfg.call_timeout_ms;
+    call->deadline = lc_mono_ms() + tmo;
+    size_t tl = alen < LC_ADDRESS_MAX ? alen : LC_ADDRESS_MAX;
+    memcpy(call->target, addr, tl);
+    call->target[tl] = 0;
+    if (idmap_put(&self->calls, id, call) < 0 ||
+        heap_push(&self->deadlines, call->deadline, id) < 0) {
+        idmap_take(&self->calls, id);
+        free(call);
+        broker_error(self, to, &req, id, LC_STATUS_INTERNAL, "broker out of memory");
+        return;
+    }
+    /* Forward: the header is patched in place, the payload moves without a copy. */
+    uint8_t *hb = zmq_msg_data(&f[1]);
+    lc_hdr_put_u64(hb, LC_OFF_ID, id);
+    lc_hdr_put_u64(hb, LC_OFF_TX, tx);
+    lc_hdr_put_u64(hb, LC_OFF_TIME, lc_now_us());
+    lc_hdr_put_u32(hb, LC_OFF_TIMEOUT, tmo);
+    hb[LC_OFF_FLAGS] = hb[LC_OFF_FLAGS + 1] = 0;
+    if (!hb[LC_OFF_PRIORITY])
+        hb[LC_OFF_PRIORITY] = LC_PRIORITY_NORMAL;
+    int rc = broker_send(self, callee->main, hb, addr, alen, c->module->name, &f[4]);
+    if (rc < 0) {
+        idmap_take(&self->calls, id);
+        free(call);
+        if (rc == -EHOSTUNREACH) {
+            self->stats.gone++;
+            broker_error(self, to, &req, id, LC_STATUS_GONE, "module '%s' is no longer connected",
+                         callee->name);
+            broker_module_lost(self, callee, "disconnected");
+        } else {
+            broker_error(self, to, &req, id, LC_STATUS_NOT_READY,
+                         "module '%s' is not reading its messages", callee->name);
+        }
+        return;
+    }
+    callee->count.calls_in++;
+    self->stats.calls++;
+}
+
+void broker_on_reply(broker_t *self, zmq_msg_t *f, conn_t *c, const lc_hdr_t *h)
+{
+    call_t *call = idmap_get(&self->calls, h->parent);
+    if (!call || call->callee != c->module) {
+        /* Too late (the caller's deadline passed, or it went away), or not its call. */
+        self->stats.late_replies++;
+        return;
+    }
+    idmap_take(&self->calls, h->parent);
+    uint8_t *hb = zmq_msg_data(&f[1]);
+    lc_hdr_put_u32(hb, LC_OFF_SEQ, call->seq);
+    lc_hdr_put_u64(hb, LC_OFF_ID, broker_next_id(self));
+    lc_hdr_put_u64(hb, LC_OFF_TIME, lc_now_us());
+    hb[LC_OFF_FLAGS] = hb[LC_OFF_FLAGS + 1] = 0;
+    if (broker_send(self, call->caller, hb, NULL, 0, c->module->name, &f[4]) == 0)
+        self->stats.replies++;
+    free(call);
+}
+
+void broker_calls_expire(broker_t *self, int64_t now)
+{
+    const heap_entry_t *top;
+    while ((top = heap_top(&self->deadlines)) && top->when <= now) {
+        call_t *call = idmap_take(&self->calls, top->key);
+        heap_pop(&self->deadlines);
+        if (call) {
+            /* The caller has its own deadline and has stopped waiting: just forget it. */
+            self->stats.timeouts++;
+            free(call);
+        }
+    }
+    if (self->waiters)
+        broker_waiters_check(self);
+}
+
+void broker_calls_drop_conn(broker_t *self, const conn_t *c)
+{
+    /* Calls from this connection can no longer be answered. */
+    for (size_t i = 0; i < self->calls.cap; i++) {
+        call_t *call = self->calls.values[i];
+        if (call && call->caller == c) {
+            idmap_take_at(&self->calls, &i);
+            free(call);
+        }
+    }
+    for (waiter_t **wp = &self->waiters; *wp;) {
+        waiter_t *w = *wp;
+        if (w->caller == c) {
+            *wp = w->next;
+            json_decref(w->modules);
+            free(w);
+        } else {
+            wp = &w->next;
+        }
+    }
+}
+
+void broker_calls_gone(broker_t *self, module_t *m, const char *why)
+{
+    for (size_t i = 0; i < self->calls.cap; i++) {
+        call_t *call = self->calls.values[i];
+        if (!call || call->callee != m)
+            continue;
+        idmap_take_at(&self->calls, &i);
+        if (call->caller_module != m) {
+            self->stats.gone++;
+            lc_hdr_t req = {.seq = call->seq};
+            broker_error(self, call->caller, &req, call->id, LC_STATUS_GONE,
+                         "module '%s' %s before answering %s", m->name, why, call->target);
+        }
+        free(call);
+    }
+}
+
+void broker_calls_clear(broker_t *self)
+{
+    for (size_t i = 0; i < self->calls.cap; i++)
+        free(self->calls.values[i]);
+    idmap_clear(&self->calls);
+    while (self->waiters) {
+        waiter_t *w = self->waiters;
+        self->waiters = w->next;
+        json_decref(w->modules);
+        free(w);
+    }
+}

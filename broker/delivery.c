@@ -1,0 +1,524 @@
+/* lc-broker: tasks and events go into per-module priority queues and reach each module
+ * within its delivery window; completions come back as DONE. docs/architecture.md. */
+#include "broker_int.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define DONE_RECORD 16 /* u64 id, u32 status, u32 reserved */
+
+bool broker_event_name_valid(const char *name, size_t len)
+{
+    if (len == 0 || len > LC_NAME_MAX)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        char c = name[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_'))
+            return false;
+    }
+    return true;
+}
+
+/* Events only the broker may send (decision 5); "exit" may come from a module. */
+static bool s_reserved_event(const char *name, size_t len)
+{
+    static const char *const reserved[] = {"becoming_idle", "module_state", "module_lost", NULL};
+    for (int i = 0; reserved[i]; i++)
+        if (strlen(reserved[i]) == len && memcmp(reserved[i], name, len) == 0)
+            return true;
+    return false;
+}
+
+/* ---- Subscriptions -------------------------------------------------------------------- */
+
+void broker_subs_clear(broker_t *self, module_t *m)
+{
+    while (m->subs) {
+        sub_t *s = m->subs;
+        m->subs = s->next_of_module;
+        if (s->wild) {
+            for (sub_t **pp = &self->subs_wild; *pp; pp = &(*pp)->next)
+                if (*pp == s) {
+                    *pp = s->next;
+                    break;
+                }
+        } else {
+            uint64_t h = broker_hash(s->pattern, s->len);
+            sub_t *head = idmap_take(&self->subs_exact, h), **pp = &head;
+            while (*pp && *pp != s)
+                pp = &(*pp)->next;
+            if (*pp)
+                *pp = s->next;
+            if (head)
+                idmap_put(&self->subs_exact, h, head);
+        }
+        strpool_put(&self->pool, s->pattern);
+        free(s);
+    }
+}
+
+int broker_subs_set(broker_t *self, module_t *m, json_t *patterns, char *err, size_t errlen)
+{
+    size_t i;
+    json_t *v;
+    json_array_foreach(patterns, i, v)
+    {
+        const char *p = json_string_value(v);
+        size_t len = p ? strlen(p) : 0;
+        bool wild = len && p[len - 1] == '*';
+        if (!p || (wild ? (len > 1 && !broker_event_name_valid(p, len - 1))
+                        : !broker_event_name_valid(p, len))) {
+            snprintf(err, errlen,
+                     "invalid subscription %zu: an event name of [a-z0-9_], or a "
+                     "prefix of one followed by '*'",
+                     i);
+            return LC_STATUS_BAD_NAME;
+        }
+    }
+    broker_subs_clear(self, m);
+    json_array_foreach(patterns, i, v)
+    {
+        const char *p = json_string_value(v);
+        size_t len = strlen(p);
+        sub_t *s = calloc(1, sizeof *s);
+        if (!s)
+            return LC_STATUS_INTERNAL;
+        s->module = m;
+        s->wild = p[len - 1] == '*';
+        s->len = s->wild ? len - 1 : len;
+        s->pattern = strpool_get(&self->pool, p, s->len);
+        if (!s->pattern) {
+            free(s);
+            return LC_STATUS_INTERNAL;
+        }
+        if (s->wild) {
+            s->next = self->subs_wild;
+            self->subs_wild = s;
+        } else {
+            uint64_t h = broker_hash(p, s->len);
+            s->next = idmap_get(&self->subs_exact, h);
+            if (idmap_put(&self->subs_exact, h, s) < 0) {
+                strpool_put(&self->pool, s->pattern);
+                free(s);
+                return LC_STATUS_INTERNAL;
+            }
+        }
+        s->next_of_module = m->subs;
+        m->subs = s;
+    }
+    return 0;
+}
+
+/* ---- Items ---------------------------------------------------------------------------- */
+
+static bq_item_t *s_item_new(broker_t *self, int kind, const char *name, size_t len,
+                             const char *source, blob_t *payload, const lc_hdr_t *h, uint64_t id,
+                             bool work)
+{
+    bq_item_t *it = calloc(1, sizeof *it);
+    if (!it)
+        return NULL;
+    it->kind = (uint8_t)kind;
+    it->id = id;
+    it->tx = h && h->tx ? h->tx : id;
+    it->parent = h ? h->parent : 0;
+    it->priority = h && h->priority ? h->priority : LC_PRIORITY_NORMAL;
+    it->time_us = lc_now_us();
+    it->work = work;
+    it->name = strpool_get(&self->pool, name, len);
+    it->source = strpool_get(&self->pool, source, strlen(source));
+    it->payload = blob_ref(payload);
+    if (!it->name || !it->source) {
+        bq_item_free(&self->pool, it);
+        return NULL;
+    }
+    return it;
+}
+
+static void s_enqueue(broker_t *self, module_t *m, bq_item_t *it)
+{
+    broker_queue_push(&m->queue, it);
+    self->queued++;
+    if (it->work) {
+        self->work++;
+        self->busy = true;
+    }
+}
+
+/* Frees an item that is done or discarded, keeping the work count right. */
+static void s_item_retire(broker_t *self, bq_item_t *it)
+{
+    if (it->work)
+        self->work--;
+    bq_item_free(&self->pool, it);
+}
+
+static void s_blob_free(void *data, void *hint)
+{
+    (void)data;
+    blob_t *b = hint;
+    blob_unref(&b);
+}
+
+void broker_pump(broker_t *self, module_t *m)
+{
+    if ((m->state != MS_PASSIVE && m->state != MS_ACTIVE) || !m->main)
+        return;
+    while (m->inflight.count < (size_t)m->window && m->queue.count) {
+        bq_item_t *it = broker_queue_pop(&m->queue);
+        self->queued--;
+        lc_hdr_t h = {.type = it->kind == BQ_TASK ? LC_MSG_TASK : LC_MSG_EVENT,
+                      .priority = it->priority,
+                      .id = it->id,
+                      .tx = it->tx,
+                      .parent = it->parent,
+                      .time_us = it->time_us};
+        uint8_t hb[LC_HDR_SIZE];
+        lc_hdr_encode(&h, hb);
+        /* The payload is shared with the other copies: ZeroMQ sends from it directly. */
+        zmq_msg_t pm;
+        if (it->payload->len) {
+            blob_ref(it->payload);
+            zmq_msg_init_data(&pm, it->payload->data, it->payload->len, s_blob_free, it->payload);
+        } else {
+            zmq_msg_init(&pm);
+        }
+        int rc = broker_send(self, m->main, hb, it->name, strlen(it->name), it->source, &pm);
+        if (rc < 0) {
+            broker_queue_push_front(&m->queue, it);
+            self->queued++;
+            if (rc == -EHOSTUNREACH)
+                broker_module_lost(self, m, "disconnected");
+            return;
+        }
+        if (idmap_put(&m->inflight, it->id, it) < 0) {
+            s_item_retire(self, it); /* out of memory: nothing to remember it by */
+            continue;
+        }
+        m->count.delivered++;
+        self->stats.deliveries++;
+    }
+}
+
+/* ---- Acknowledgements ----------------------------------------------------------------- */
+
+static void s_notice(broker_t *self, const conn_t *to, const lc_hdr_t *req, uint64_t id, int status,
+                     uint16_t flags, const char *address, json_t *body)
+{
+    lc_hdr_t h = {.type = LC_MSG_NOTICE,
+                  .seq = req->seq,
+                  .status = (uint32_t)status,
+                  .flags = flags,
+                  .id = id,
+                  .tx = req->tx,
+                  .priority = req->priority,
+                  .time_us = lc_now_us()};
+    broker_send_json(self, to, &h, address, body);
+}
+
+/* A refusal goes to the sender's loop (its refusal callback), unless the sender waits for
+ * the answer on the connection it sent from. */
+static void s_refuse(broker_t *self, conn_t *c, const lc_hdr_t *h, const char *address, int status,
+                     const char *fmt, ...) LC_PRINTF(6, 7);
+static void s_refuse(broker_t *self, conn_t *c, const lc_hdr_t *h, const char *address, int status,
+                     const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (status == LC_STATUS_QUEUE_FULL)
+        self->stats.queue_full++;
+    const conn_t *to = (h->flags & LC_FLAG_CONFIRM) || !c->module->main ? c : c->module->main;
+    s_notice(self, to, h, 0, status, 0, address, json_pack("{s:s}", "message", msg));
+}
+
+/* ---- Tasks ---------------------------------------------------------------------------- */
+
+void broker_on_task(broker_t *self, zmq_msg_t *f, conn_t *c, const lc_hdr_t *h)
+{
+    char addr[LC_ADDRESS_MAX + 1];
+    size_t alen = zmq_msg_size(&f[2]);
+    memcpy(addr, zmq_msg_data(&f[2]), alen);
+    addr[alen] = 0;
+    const char *dot = strchr(addr, '.');
+    size_t mlen = dot ? (size_t)(dot - addr) : 0;
+    if (!dot || !lc_name_valid(addr, mlen) || !lc_method_name_valid(dot + 1, alen - mlen - 1)) {
+        self->stats.malformed++;
+        s_refuse(self, c, h, addr, LC_STATUS_BAD_NAME,
+                 "invalid task target '%.200s': expected module.method", addr);
+        return;
+    }
+    module_t *m = broker_module_find(self, addr, mlen);
+    if (!m) {
+        self->stats.unknown_target++;
+        s_refuse(self, c, h, addr, LC_STATUS_UNKNOWN_MODULE, "no module '%.*s' on the bus",
+                 (int)mlen, addr);
+        return;
+    }
+    if (!broker_method_find(m, dot + 1, alen - mlen - 1)) {
+        self->stats.unknown_target++;
+        s_refuse(self, c, h, addr, LC_STATUS_UNKNOWN_METHOD, "module '%s' has no method '%s'",
+                 m->name, dot + 1);
+        return;
+    }
+    if (self->queued >= self->cfg.max_queue) {
+        s_refuse(self, c, h, addr, LC_STATUS_QUEUE_FULL, "the bus queue is full (%zu items)",
+                 self->cfg.max_queue);
+        return;
+    }
+    if (m->queue.count >= self->cfg.max_backlog) {
+        s_refuse(self, c, h, addr, LC_STATUS_QUEUE_FULL,
+                 "module '%s' has %zu items waiting, its limit", m->name, m->queue.count);
+        return;
+    }
+    blob_t *payload = blob_new(zmq_msg_data(&f[4]), zmq_msg_size(&f[4]));
+    uint64_t id = broker_next_id(self);
+    bq_item_t *it = payload ? s_item_new(self, BQ_TASK, dot + 1, alen - mlen - 1, c->module->name,
+                                         payload, h, id, true)
+                            : NULL;
+    blob_unref(&payload);
+    if (!it) {
+        s_refuse(self, c, h, addr, LC_STATUS_INTERNAL, "broker out of memory");
+        return;
+    }
+    s_enqueue(self, m, it);
+    m->count.tasks_in++;
+    self->stats.tasks++;
+    if (h->flags & LC_FLAG_CONFIRM)
+        s_notice(self, c, h, id, LC_STATUS_OK, 0, addr, NULL);
+    broker_pump(self, m);
+}
+
+/* ---- Events --------------------------------------------------------------------------- */
+
+typedef struct {
+    broker_t *self;
+    const module_t *source;
+    bq_item_t proto; /* what every copy shares */
+    size_t offered, queued;
+    json_t *dropped; /* names of subscribers whose backlog was full */
+} fanout_t;
+
+static void s_offer(fanout_t *fo, module_t *m)
+{
+    broker_t *self = fo->self;
+    if (m == fo->source || m->emit_mark == self->emit_seq)
+        return; /* split horizon; or already matched by another pattern */
+    m->emit_mark = self->emit_seq;
+    fo->offered++;
+    if (m->queue.count >= self->cfg.max_backlog) {
+        /* Blame the slow consumer: count against it, tell the sender, serve the others. */
+        m->count.dropped++;
+        self->stats.dropped++;
+        if (fo->dropped)
+            json_array_append_new(fo->dropped, json_string(m->name));
+        return;
+    }
+    bq_item_t *it = calloc(1, sizeof *it);
+    if (!it) {
+        m->count.dropped++;
+        self->stats.dropped++;
+        return;
+    }
+    *it = fo->proto;
+    /* The copy holds its own references to the shared strings and payload. */
+    strpool_get(&self->pool, it->name, strlen(it->name));
+    strpool_get(&self->pool, it->source, strlen(it->source));
+    blob_ref(it->payload);
+    s_enqueue(self, m, it);
+    m->count.events_in++;
+    fo->queued++;
+    broker_pump(self, m);
+}
+
+/* Queues a copy for every subscriber; returns the number of subscribers offered one. */
+static size_t s_fanout(broker_t *self, const char *event, size_t len, const module_t *source,
+                       const char *source_name, blob_t *payload, const lc_hdr_t *h, uint64_t id,
+                       bool work, json_t *dropped)
+{
+    fanout_t fo = {.self = self, .source = source, .dropped = dropped};
+    uint64_t hash = broker_hash(event, len);
+    sub_t *exact = idmap_get(&self->subs_exact, hash);
+    if (!exact && !self->subs_wild)
+        return 0; /* nobody listens: the common case costs one lookup */
+    bq_item_t *proto = s_item_new(self, BQ_EVENT, event, len, source_name, payload, h, id, work);
+    if (!proto)
+        return 0;
+    fo.proto = *proto;
+    self->emit_seq++;
+    for (sub_t *s = exact; s; s = s->next)
+        if (s->len == len && memcmp(s->pattern, event, len) == 0)
+            s_offer(&fo, s->module);
+    for (sub_t *s = self->subs_wild; s; s = s->next)
+        if (len >= s->len && memcmp(s->pattern, event, s->len) == 0)
+            s_offer(&fo, s->module);
+    bq_item_free(&self->pool, proto);
+    return fo.offered;
+}
+
+void broker_on_event(broker_t *self, zmq_msg_t *f, conn_t *c, const lc_hdr_t *h)
+{
+    char name[LC_ADDRESS_MAX + 1];
+    size_t len = zmq_msg_size(&f[2]);
+    memcpy(name, zmq_msg_data(&f[2]), len);
+    name[len] = 0;
+    if (!broker_event_name_valid(name, len)) {
+        self->stats.malformed++;
+        s_refuse(self, c, h, name, LC_STATUS_BAD_NAME,
+                 "invalid event name '%.200s': use 1-64 characters of [a-z0-9_]", name);
+        return;
+    }
+    if (s_reserved_event(name, len)) {
+        s_refuse(self, c, h, name, LC_STATUS_DENIED, "only the broker sends '%s'", name);
+        return;
+    }
+    if (self->queued >= self->cfg.max_queue) {
+        s_refuse(self, c, h, name, LC_STATUS_QUEUE_FULL, "the bus queue is full (%zu items)",
+                 self->cfg.max_queue);
+        return;
+    }
+    blob_t *payload = blob_new(zmq_msg_data(&f[4]), zmq_msg_size(&f[4]));
+    if (!payload) {
+        s_refuse(self, c, h, name, LC_STATUS_INTERNAL, "broker out of memory");
+        return;
+    }
+    uint64_t id = broker_next_id(self);
+    json_t *dropped = json_array();
+    size_t offered =
+        s_fanout(self, name, len, c->module, c->module->name, payload, h, id, true, dropped);
+    blob_unref(&payload);
+    self->stats.events++;
+    size_t ndropped = json_array_size(dropped);
+    if ((h->flags & LC_FLAG_CONFIRM) || ndropped) {
+        const conn_t *to = (h->flags & LC_FLAG_CONFIRM) ? c : c->module->main;
+        json_t *body =
+            json_pack("{s:I, s:O}", "subscribers", (json_int_t)offered, "dropped", dropped);
+        if (ndropped)
+            json_object_set_new(body, "message",
+                                json_sprintf("%zu of %zu subscribers of '%s' had a full backlog "
+                                             "and lost this event",
+                                             ndropped, offered, name));
+        s_notice(self, to ? to : c, h, id, ndropped ? LC_STATUS_QUEUE_FULL : LC_STATUS_OK,
+                 ndropped ? LC_FLAG_PARTIAL : 0, name, body);
+    }
+    json_decref(dropped);
+}
+
+void broker_emit(broker_t *self, const char *event, json_t *args)
+{
+    json_t *body = args ? args : json_object();
+    char *text = json_dumps(body, JSON_COMPACT);
+    json_decref(body);
+    blob_t *payload = text ? blob_new(text, strlen(text)) : NULL;
+    free(text);
+    if (!payload)
+        return;
+    lc_hdr_t h = {.priority =
+                      strcmp(event, "exit") == 0 ? LC_PRIORITY_HIGHEST : LC_PRIORITY_NORMAL};
+    /* The broker's own events never count as work, so idle cannot loop (decision 5). */
+    s_fanout(self, event, strlen(event), NULL, "broker", payload, &h, broker_next_id(self), false,
+             NULL);
+    blob_unref(&payload);
+}
+
+/* ---- Completions ---------------------------------------------------------------------- */
+
+void broker_on_done(broker_t *self, zmq_msg_t *f, conn_t *c, const lc_hdr_t *h)
+{
+    module_t *m = c->module;
+    size_t n = zmq_msg_size(&f[4]);
+    if (n % DONE_RECORD) {
+        self->stats.malformed++;
+        broker_error(self, c, h, 0, LC_STATUS_MALFORMED, "DONE payload must be records of %d bytes",
+                     DONE_RECORD);
+        return;
+    }
+    const uint8_t *p = zmq_msg_data(&f[4]);
+    for (size_t off = 0; off < n; off += DONE_RECORD) {
+        bq_item_t *it = idmap_take(&m->inflight, lc_hdr_get_u64(p, off));
+        if (!it)
+            continue; /* not (or no longer) in flight to this module */
+        if (lc_hdr_get_u32(p, off + 8) != 0) {
+            m->count.failed++;
+            self->stats.failed++;
+        }
+        m->count.done++;
+        self->stats.done++;
+        s_item_retire(self, it);
+    }
+    /* The completion names the item the module started next (decision 2). */
+    if (h->parent) {
+        bq_item_t *it = idmap_get(&m->inflight, h->parent);
+        if (it)
+            it->started = true;
+    }
+    broker_pump(self, m);
+}
+
+void broker_idle_check(broker_t *self)
+{
+    if (self->busy && self->work == 0) {
+        self->busy = false;
+        self->stats.idle++;
+        broker_emit(self, "becoming_idle", NULL);
+    }
+}
+
+/* ---- A module went away --------------------------------------------------------------- */
+
+static int s_by_id_desc(const void *a, const void *b)
+{
+    uint64_t x = (*(bq_item_t *const *)a)->id, y = (*(bq_item_t *const *)b)->id;
+    return x < y ? 1 : x > y ? -1 : 0;
+}
+
+void broker_inflight_lost(broker_t *self, module_t *m)
+{
+    size_t n = m->inflight.count, k = 0;
+    bq_item_t **back = n ? malloc(n * sizeof *back) : NULL;
+    for (size_t i = 0; i < m->inflight.cap; i++) {
+        bq_item_t *it = m->inflight.values[i];
+        if (!it)
+            continue;
+        if (it->started || !back) {
+            /* It ran, or may have: reported, never delivered twice. */
+            m->count.lost++;
+            self->stats.lost++;
+            if (broker_log_allowed(self, LOG_LOST))
+                broker_log(self, L_WARNING,
+                           "%s %s (id %llu, from %s) was being handled by %s "
+                           "when it went away; it is not delivered again",
+                           it->kind == BQ_TASK ? "task" : "event", it->name,
+                           (unsigned long long)it->id, it->source, m->name);
+            s_item_retire(self, it);
+        } else {
+            back[k++] = it;
+        }
+    }
+    idmap_clear(&m->inflight);
+    /* Delivered but never started: back to the front, in their original order. */
+    qsort(back, k, sizeof *back, s_by_id_desc);
+    for (size_t i = 0; i < k; i++) {
+        broker_queue_push_front(&m->queue, back[i]);
+        self->queued++;
+        m->count.redelivered++;
+        self->stats.redelivered++;
+    }
+    free(back);
+}
+
+void broker_queue_discard(broker_t *self, module_t *m)
+{
+    bq_item_t *it;
+    while ((it = broker_queue_pop(&m->queue))) {
+        self->queued--;
+        m->count.lost++;
+        self->stats.lost++;
+        s_item_retire(self, it);
+    }
+}

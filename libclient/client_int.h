@@ -1,0 +1,165 @@
+/* Private to liblc: the client's structures, shared by its files.
+ *   client.c  creation, registration, the loop
+ *   call.c    calls and answers
+ *   thread.c  the connections of other threads, heartbeats
+ *   timer.c   timers */
+#ifndef LC_CLIENT_INT_H
+#define LC_CLIENT_INT_H
+
+#include "lc.h"
+#include "heap.h"
+#include "idmap.h"
+#include "wire.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <zmq.h>
+
+#define CLIENT_TAG 0x6c63636cu /* "lccl" */
+#define DISPATCH_BATCH 256     /* messages per dispatch before timers get their turn */
+
+typedef struct {
+    char name[LC_NAME_MAX + 1];
+    lc_method_fn *fn;
+    void *arg;
+    char *help;
+    json_t *args; /* {"name": "type"} or NULL */
+} method_t;
+
+/* A received message: header, address, source and the payload frame. */
+typedef struct inmsg {
+    lc_hdr_t hdr;
+    char address[LC_ADDRESS_MAX + 1];
+    char source[LC_NAME_MAX + 1];
+    zmq_msg_t payload;
+} inmsg_t;
+
+/* An open call, keyed by its sequence number. Either a synchronous waiter on the loop
+ * thread (fn == NULL: the outcome is stored here) or an asynchronous one. */
+typedef struct pending {
+    uint32_t seq;
+    lc_call_fn *fn;
+    void *arg;
+    int64_t deadline;
+    char target[LC_ADDRESS_MAX + 1];
+    int timeout_ms;
+    bool done;
+    int rc;
+    json_t *result;
+    struct pending *next_ready;
+} pending_t;
+
+typedef struct {
+    int id;
+    int interval;
+    bool repeat;
+    int64_t when;
+    lc_timer_fn *fn;
+    void *arg;
+} timer_t_;
+
+/* A connection of its own for each other thread that sends, attached to the module. */
+typedef struct sat {
+    lc_client_t *client;
+    void *sock;
+    bool attached;
+    uint64_t gen; /* registration generation it attached to */
+    struct sat *next;
+} sat_t;
+
+enum { REG_NONE, REG_SENT, REG_DONE, REG_FAILED };
+
+enum { REQ_ANSWERED = 1, REQ_SENT = 2, REQ_RETURNED = 4, REQ_DEFERRED = 8 };
+
+struct lc_request {
+    lc_client_t *client;
+    lc_hdr_t hdr;
+    char source[LC_NAME_MAX + 1];
+    char method[LC_NAME_MAX + 1];
+    atomic_int state;
+};
+
+struct lc_client {
+    uint32_t tag;
+    char name[LC_NAME_MAX + 1];     /* requested; "" for anonymous */
+    char reg_name[LC_NAME_MAX + 1]; /* as registered */
+    char endpoint[512];
+    void *ctx;
+    void *sock;    /* main connection: loop thread only */
+    void *monitor; /* events of the main connection */
+    int wake_fd;
+    int epoll_fd;
+    pthread_t loop_thread;
+    char token[17];
+    int timeout_ms;
+    bool is_tcp;
+
+    int reg;
+    int reg_error;
+    uint32_t reg_seq;
+    bool want_reg;       /* registration was asked for at least once */
+    bool handshaken;     /* the main connection is up */
+    int hb_ms;           /* heartbeat interval the broker asked for, 0: none */
+    size_t max_payload;  /* the broker's limit, from WELCOME (0: not known yet) */
+    pthread_t hb_thread; /* sends heartbeats when the broker asks for them (tcp) */
+    bool hb_running;
+    int hb_stop_fd;
+    atomic_bool need_hello; /* the heartbeat thread learnt that the broker forgot us */
+    int64_t last_send;      /* monotonic ms */
+    char reg_message[256];
+
+    method_t *methods;
+    size_t nmethods, capmethods;
+
+    atomic_uint seq;
+    atomic_bool stop;
+
+    /* lock guards: pending, deadlines, ready list, satellites, gen, reg_cond waits */
+    pthread_mutex_t lock;
+    pthread_cond_t reg_cond;
+    uint64_t gen; /* counts successful main registrations */
+    idmap_t pending;
+    heap_t deadlines;
+    pending_t *ready_head, *ready_tail; /* async calls finished, callbacks not yet run */
+
+    idmap_t timers;
+    heap_t timer_heap;
+    int next_timer;
+
+    pthread_key_t sat_key;
+    sat_t *sats;
+};
+
+/* Internal functions (see each file for the contract). */
+int lcc_recv(void *sock, inmsg_t *m, int flags);
+void lcc_copy(char *dst, size_t size, const char *src);
+int lcc_check_target(const char *target);
+int lcc_main_wait(lc_client_t *self, bool (*done)(lc_client_t *, void *), void *ctx,
+                  int64_t deadline);
+int lcc_connect_until(lc_client_t *self, int64_t deadline);
+int lcc_send(void *sock, const lc_hdr_t *hdr, const char *address, const char *source,
+             char *payload, size_t plen, int64_t deadline);
+method_t *lcc_method_find(lc_client_t *self, const char *name);
+int lcc_dump_args(json_t *args, char **out, size_t *len);
+int lcc_int_timeout(int64_t deadline);
+void lcc_rearm(lc_client_t *self);
+void lcc_wake(lc_client_t *self);
+bool lcc_on_loop(lc_client_t *self);
+void lcc_inmsg_close(inmsg_t *m);
+json_t *lcc_local_error(int status, const char *fmt, ...) LC_PRINTF(2, 3);
+json_t *lcc_error_object(int status, const char *data, size_t len);
+void lcc_pending_free(pending_t *p);
+void lcc_handle_call(lc_client_t *self, inmsg_t *m);
+void lcc_expire_calls(lc_client_t *self, int64_t now);
+void lcc_run_ready(lc_client_t *self);
+void lcc_fail_all_pending(lc_client_t *self, int rc, const char *why);
+bool lcc_complete(lc_client_t *self, inmsg_t *m);
+void lcc_heartbeat_start(lc_client_t *self);
+int lcc_sat_call(lc_client_t *self, const char *target, char *payload, size_t plen, json_t **result,
+                 int timeout_ms, int64_t deadline);
+int lcc_sat_ready(sat_t *sat, int64_t deadline, json_t **err);
+void lcc_sat_destroy(void *p);
+sat_t *lcc_sat_get(lc_client_t *self);
+void lcc_run_timers(lc_client_t *self, int64_t now);
+
+#endif
