@@ -502,7 +502,8 @@ void broker_inflight_lost(broker_t *self, module_t *m)
     }
     idmap_clear(&m->inflight);
     /* Delivered but never started: back to the front, in their original order. */
-    qsort(back, k, sizeof *back, s_by_id_desc);
+    if (k)
+        qsort(back, k, sizeof *back, s_by_id_desc);
     for (size_t i = 0; i < k; i++) {
         broker_queue_push_front(&m->queue, back[i]);
         self->queued++;
