@@ -188,7 +188,9 @@ static void s_on_message(broker_t *self, zmq_msg_t *f, int nframes, bool truncat
                      "malformed message: %s", what);
         return;
     }
-    if (zmq_msg_size(&f[4]) > self->cfg.max_payload) {
+    /* The limit is for what is routed; HELLO and DONE have bounds of their own. */
+    if (zmq_msg_size(&f[4]) > self->cfg.max_payload && h.type != LC_MSG_HELLO &&
+        h.type != LC_MSG_DONE) {
         self->stats.too_large++;
         if (broker_log_allowed(self, LOG_TOO_LARGE))
             broker_log(self, L_WARNING, "payload of %zu bytes from %s refused (limit %zu)",

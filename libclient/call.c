@@ -42,7 +42,7 @@ void lcc_fail_all_pending(lc_client_t *self, int rc, const char *why)
     pthread_mutex_unlock(&self->lock);
 }
 
-static void s_request_finish(lc_request_t *req)
+void lcc_request_finish(lc_request_t *req)
 {
     int old = atomic_fetch_or(&req->state, REQ_RETURNED);
     if (!(old & REQ_ANSWERED) && !(old & REQ_DEFERRED))
@@ -61,6 +61,7 @@ void lcc_handle_call(lc_client_t *self, inmsg_t *m)
     lcc_copy(req->source, sizeof req->source, m->source);
     const char *dot = strchr(m->address, '.');
     lcc_copy(req->method, sizeof req->method, dot ? dot + 1 : m->address);
+    req->kind = LC_KIND_CALL;
     atomic_init(&req->state, 0);
 
     method_t *method = lcc_method_find(self, req->method);
@@ -80,12 +81,24 @@ void lcc_handle_call(lc_client_t *self, inmsg_t *m)
         json_decref(args);
         lc_reply_error(req, -1, "arguments of %s.%s are not a JSON object", self->reg_name,
                        req->method);
-        s_request_finish(req);
+        lcc_request_finish(req);
         return;
     }
-    method->fn(req, args, method->arg);
+    lcc_run_handler(self, req, method->fn, args, method->arg);
     json_decref(args);
-    s_request_finish(req);
+    lcc_request_finish(req);
+}
+
+void lcc_run_handler(lc_client_t *self, lc_request_t *req, lc_method_fn *fn, json_t *args,
+                     void *arg)
+{
+    /* What the handler sends continues this message's transaction (decision 6). */
+    lc_request_t *outer = self->current;
+    self->current = req;
+    self->depth++;
+    fn(req, args, arg);
+    self->depth--;
+    self->current = outer;
 }
 
 /* Completes the call with sequence number seq; returns true if it was ours. */
@@ -99,7 +112,19 @@ bool lcc_complete(lc_client_t *self, inmsg_t *m)
     }
     size_t n = zmq_msg_size(&m->payload);
     const char *d = zmq_msg_data(&m->payload);
-    if (m->hdr.type == LC_MSG_REPLY) {
+    if (m->hdr.type == LC_MSG_NOTICE) {
+        /* Accepted (possibly with subscribers that lost their copy), or refused. */
+        bool ok = m->hdr.status == LC_STATUS_OK || (m->hdr.flags & LC_FLAG_PARTIAL);
+        p->rc = ok ? 0 : lc_status_to_errno((int)m->hdr.status);
+        p->result = n ? json_loadb(d, n, 0, NULL) : NULL;
+        if (!json_is_object(p->result)) {
+            json_decref(p->result);
+            p->result = ok ? json_object()
+                           : json_pack("{s:s}", "message", lc_status_name((int)m->hdr.status));
+        }
+        if (!ok && !json_object_get(p->result, "code"))
+            json_object_set_new(p->result, "code", json_integer((json_int_t)m->hdr.status));
+    } else if (m->hdr.type == LC_MSG_REPLY) {
         json_error_t err;
         p->result = n ? json_loadb(d, n, JSON_DECODE_ANY, &err) : json_null();
         p->rc = p->result ? 0 : LC_EPROTO;
@@ -205,6 +230,7 @@ int lc_call(lc_client_t *self, const char *target, json_t *args, json_t **result
         return LC_ENOMEM;
     }
     lc_hdr_t h = {.type = LC_MSG_CALL, .seq = p->seq, .timeout_ms = (uint32_t)tmo};
+    lcc_inherit(self, &h, 0);
     rc = lcc_send(self->sock, &h, target, NULL, payload, plen, deadline);
     if (rc == 0) {
         self->last_send = lc_mono_ms();
@@ -270,6 +296,7 @@ int lc_call_async(lc_client_t *self, const char *target, json_t *args, int timeo
         return LC_ENOMEM;
     }
     lc_hdr_t h = {.type = LC_MSG_CALL, .seq = p->seq, .timeout_ms = (uint32_t)p->timeout_ms};
+    lcc_inherit(self, &h, 0);
     if (on_loop) {
         rc = lcc_send(self->sock, &h, target, NULL, payload, plen, p->deadline);
         self->last_send = lc_mono_ms();
@@ -298,6 +325,23 @@ int lc_call_async(lc_client_t *self, const char *target, json_t *args, int timeo
 static int s_reply_send(lc_request_t *req, int type, int status, char *payload, size_t plen)
 {
     lc_client_t *self = req->client;
+    if (req->kind != LC_KIND_CALL) {
+        /* A task or event: nothing goes back but its completion. */
+        if (status != 0) {
+            json_t *e = plen ? json_loadb(payload, plen, 0, NULL) : NULL;
+            fprintf(stderr, "lc: %s: %s %s (tx %llu, from %s) failed: %s\n", self->reg_name,
+                    req->kind == LC_KIND_TASK ? "task" : "event handler", req->method,
+                    (unsigned long long)req->hdr.tx, req->source,
+                    json_string_value(json_object_get(e, "message")));
+            json_decref(e);
+        }
+        free(payload);
+        lcc_item_finished(req, status != 0);
+        int old = atomic_fetch_or(&req->state, REQ_SENT);
+        if (old & REQ_RETURNED)
+            free(req);
+        return 0;
+    }
     lc_hdr_t h = {.type = (uint8_t)type,
                   .status = (uint32_t)status,
                   .parent = req->hdr.id,
@@ -353,6 +397,16 @@ int lc_reply_error(lc_request_t *req, int code, const char *fmt, ...)
     char *text = e ? json_dumps(e, JSON_COMPACT) : NULL;
     json_decref(e);
     return s_reply_send(req, LC_MSG_ERROR, LC_STATUS_HANDLER, text, text ? strlen(text) : 0);
+}
+
+int lc_done(lc_request_t *req)
+{
+    return lc_reply(req, NULL);
+}
+
+int lc_request_kind(const lc_request_t *req)
+{
+    return req->kind;
 }
 
 void lc_defer(lc_request_t *req)

@@ -13,8 +13,6 @@
 #include <sys/random.h>
 #include <unistd.h>
 
-static int s_send_hello(lc_client_t *self);
-
 /* ---- Small helpers -------------------------------------------------------------------- */
 
 const char *lc_strerror(int code)
@@ -279,6 +277,8 @@ lc_client_t *lc_client_new(const char *name, const char *endpoint)
     self->is_tcp = strncmp(self->endpoint, "tcp://", 6) == 0;
     self->loop_thread = pthread_self();
     self->timeout_ms = LC_CALL_TIMEOUT_MS;
+    self->concurrency = 1;
+    self->window = 64;
     uint64_t token = 0;
     if (getrandom(&token, sizeof token, 0) != sizeof token)
         token = (uint64_t)lc_now_us() ^ ((uint64_t)getpid() << 32);
@@ -389,6 +389,9 @@ void lc_client_destroy(lc_client_t **self_p)
         json_decref(self->methods[i].args);
     }
     free(self->methods);
+    lcc_queue_clear(self);
+    free(self->handlers);
+    free(self->done);
     pthread_cond_destroy(&self->reg_cond);
     pthread_mutex_destroy(&self->lock);
     self->tag = 0xDeadBeef;
@@ -412,6 +415,18 @@ void lc_client_set_timeout(lc_client_t *self, int timeout_ms)
 {
     assert(self && self->tag == CLIENT_TAG);
     self->timeout_ms = timeout_ms > 0 ? timeout_ms : LC_CALL_TIMEOUT_MS;
+}
+
+void lc_client_set_concurrency(lc_client_t *self, int n)
+{
+    assert(self && self->tag == CLIENT_TAG);
+    self->concurrency = n > 0 ? n : 1;
+}
+
+void lc_client_set_window(lc_client_t *self, int n)
+{
+    assert(self && self->tag == CLIENT_TAG);
+    self->window = n > 0 && n <= 100000 ? n : 64;
 }
 
 static int64_t s_deadline(lc_client_t *self, int timeout_ms)
@@ -453,7 +468,7 @@ int lc_method(lc_client_t *self, const char *method, lc_method_fn *fn, void *arg
     m->arg = arg;
     /* Already registered: a repeated HELLO from the same connection updates the table. */
     if (self->reg == REG_DONE && lcc_on_loop(self))
-        return s_send_hello(self);
+        return lcc_send_hello(self);
     return 0;
 }
 
@@ -512,7 +527,7 @@ static void s_set_reg(lc_client_t *self, int state)
     pthread_mutex_unlock(&self->lock);
 }
 
-static int s_send_hello(lc_client_t *self)
+int lcc_send_hello(lc_client_t *self)
 {
     json_t *methods = json_array();
     for (size_t i = 0; i < self->nmethods; i++) {
@@ -524,8 +539,9 @@ static int s_send_hello(lc_client_t *self)
             json_object_set(o, "args", m->args);
         json_array_append_new(methods, o);
     }
-    json_t *hello = json_pack("{s:s, s:i, s:s, s:o}", "token", self->token, "pid", (int)getpid(),
-                              "version", LC_VERSION, "methods", methods);
+    json_t *hello = json_pack("{s:s, s:i, s:s, s:o, s:o, s:i}", "token", self->token, "pid",
+                              (int)getpid(), "version", LC_VERSION, "methods", methods, "events",
+                              lcc_hello_events(self), "window", self->window);
     char *text = hello ? json_dumps(hello, JSON_COMPACT) : NULL;
     json_decref(hello);
     if (!text)
@@ -558,7 +574,7 @@ static void s_monitor_events(lc_client_t *self)
         if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) {
             self->handshaken = true;
             if (self->want_reg && self->reg != REG_FAILED)
-                s_send_hello(self);
+                lcc_send_hello(self);
         } else if (event == ZMQ_EVENT_DISCONNECTED) {
             self->handshaken = false;
             if (self->reg == REG_DONE || self->reg == REG_SENT)
@@ -575,6 +591,13 @@ static void s_handle_main(lc_client_t *self, inmsg_t *m)
     switch (m->hdr.type) {
     case LC_MSG_CALL:
         lcc_handle_call(self, m);
+        break;
+    case LC_MSG_TASK:
+    case LC_MSG_EVENT:
+        lcc_queue_push(self, m); /* run from the loop, when a slot is free */
+        break;
+    case LC_MSG_NOTICE:
+        lcc_on_notice(self, m);
         break;
     case LC_MSG_REPLY:
         lcc_complete(self, m);
@@ -594,7 +617,7 @@ static void s_handle_main(lc_client_t *self, inmsg_t *m)
             if (m->hdr.status == LC_STATUS_NOT_REGISTERED && self->reg == REG_DONE) {
                 s_set_reg(self, REG_NONE);
                 if (self->handshaken)
-                    s_send_hello(self);
+                    lcc_send_hello(self);
             }
         }
         break;
@@ -688,7 +711,7 @@ int lcc_connect_until(lc_client_t *self, int64_t deadline)
         return self->reg_error;
     self->want_reg = true;
     if (self->reg == REG_NONE && self->handshaken)
-        s_send_hello(self);
+        lcc_send_hello(self);
     int rc = lcc_main_wait(self, s_reg_settled, NULL, deadline);
     if (rc < 0)
         return LC_ENOBUS;
@@ -723,10 +746,11 @@ static int s_dispatch(lc_client_t *self)
     lcc_expire_calls(self, now);
     lcc_run_ready(self);
     lcc_run_timers(self, now);
+    lcc_queue_run(self);
     if (atomic_exchange(&self->need_hello, false) && self->reg == REG_DONE) {
         s_set_reg(self, REG_NONE);
         if (self->handshaken)
-            s_send_hello(self);
+            lcc_send_hello(self);
     }
     /* More may have arrived while handlers ran; a full batch means the same. */
     if (handled == DISPATCH_BATCH || self->ready_head || s_has_input(self->sock) ||
@@ -754,7 +778,7 @@ int lc_timeout(lc_client_t *self)
     top = heap_top(&self->deadlines);
     if (top && top->when < next)
         next = top->when;
-    if (self->ready_head)
+    if (self->ready_head || (self->queued && self->running < self->concurrency))
         next = now;
     pthread_mutex_unlock(&self->lock);
     if (next == INT64_MAX)

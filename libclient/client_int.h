@@ -75,9 +75,32 @@ struct lc_request {
     lc_client_t *client;
     lc_hdr_t hdr;
     char source[LC_NAME_MAX + 1];
-    char method[LC_NAME_MAX + 1];
+    char method[LC_NAME_MAX + 1]; /* the method, or the event's name */
+    int kind;                     /* LC_KIND_CALL, LC_KIND_TASK, LC_KIND_EVENT */
+    bool failed;                  /* a task or event answered with lc_reply_error() */
     atomic_int state;
 };
+
+/* A subscription: an event name, or a prefix followed by '*'. */
+typedef struct {
+    char pattern[LC_NAME_MAX + 2];
+    size_t len; /* without the '*' */
+    bool wild;
+    lc_method_fn *fn;
+    void *arg;
+} handler_t;
+
+/* A task or event delivered by the broker, waiting for a free slot. */
+typedef struct delivery {
+    struct delivery *next;
+    inmsg_t msg;
+} delivery_t;
+
+/* A completion not yet reported to the broker (16 bytes on the wire). */
+typedef struct {
+    uint64_t id;
+    uint32_t status;
+} done_t;
 
 struct lc_client {
     uint32_t tag;
@@ -128,9 +151,37 @@ struct lc_client {
 
     pthread_key_t sat_key;
     sat_t *sats;
+
+    handler_t *handlers; /* event subscriptions */
+    size_t nhandlers, caphandlers;
+    delivery_t *head[5], *tail[5]; /* delivered, not started: by priority */
+    size_t queued;
+    int concurrency; /* handlers of tasks and events running at once */
+    int window;      /* asked of the broker */
+    int running;     /* guarded by lock: deferred items finish from any thread */
+    done_t *done;    /* guarded by lock */
+    size_t ndone, capdone;
+    lc_request_t *current; /* the message whose handler runs now (loop thread) */
+    int depth;             /* handlers running on the loop thread, nested */
+    lc_notice_fn *notice_fn;
+    void *notice_arg;
+    int64_t notice_second;
+    int notices_logged;
 };
 
 /* Internal functions (see each file for the contract). */
+void lcc_queue_push(lc_client_t *self, inmsg_t *m);     /* takes the payload */
+void lcc_queue_run(lc_client_t *self);                   /* starts what the slots allow */
+void lcc_queue_clear(lc_client_t *self);
+void lcc_item_finished(lc_request_t *req, bool failed); /* a task or event is done */
+void lcc_on_notice(lc_client_t *self, inmsg_t *m);
+json_t *lcc_hello_events(lc_client_t *self);
+int lcc_send_hello(lc_client_t *self);
+int lcc_sat_await(sat_t *sat, uint32_t seq, inmsg_t *m, int64_t deadline);
+void lcc_inherit(lc_client_t *self, lc_hdr_t *h, int priority); /* decision 6 */
+void lcc_request_finish(lc_request_t *req);
+void lcc_run_handler(lc_client_t *self, lc_request_t *req, lc_method_fn *fn, json_t *args,
+                     void *arg);
 int lcc_recv(void *sock, inmsg_t *m, int flags);
 void lcc_copy(char *dst, size_t size, const char *src);
 int lcc_check_target(const char *target);

@@ -68,6 +68,10 @@ LC_EXPORT const char *lc_strerror(int code);
 #define LC_PRIORITY_LOW 4
 #define LC_PRIORITY_LOWEST 5
 
+/* Or'ed into a priority argument: start a new transaction instead of continuing the one
+ * being handled. */
+#define LC_NEW_TX 0x100
+
 /* ---- Clients ------------------------------------------------------------------------ */
 
 typedef struct lc_client lc_client_t;
@@ -143,6 +147,13 @@ LC_EXPORT int lc_reply_error(lc_request_t *req, int code, const char *fmt, ...) 
  * answers later with lc_reply() or lc_reply_error(). The caller's deadline still applies. */
 LC_EXPORT void lc_defer(lc_request_t *req);
 
+/* What a request is: a call (answered with lc_reply), a task or an event (finished when
+ * the handler returns, or with lc_done() after lc_defer()). */
+#define LC_KIND_CALL 1
+#define LC_KIND_TASK 2
+#define LC_KIND_EVENT 3
+LC_EXPORT int lc_request_kind(const lc_request_t *req);
+
 /* Metadata of the message being handled. Strings are borrowed from req. */
 LC_EXPORT const char *lc_request_source(const lc_request_t *req); /* sending module */
 LC_EXPORT const char *lc_request_method(const lc_request_t *req); /* method name */
@@ -175,6 +186,57 @@ typedef void(lc_call_fn)(lc_client_t *self, int rc, json_t *result, void *arg);
  * Steals args. Returns 0, or an error if the call could not be sent (fn is then not run). */
 LC_EXPORT int lc_call_async(lc_client_t *self, const char *target, json_t *args, int timeout_ms,
                             lc_call_fn *fn, void *arg);
+
+/* ---- Tasks and events --------------------------------------------------------------- */
+
+/* Every send made on the loop thread while a handler runs continues the handled message's
+ * transaction (its id, with the handled message as parent) and priority, unless the
+ * priority argument says otherwise: 0 inherits (or LC_PRIORITY_NORMAL outside a handler),
+ * 1-5 sets one, and LC_NEW_TX (or'ed in) starts a new transaction. */
+
+/* Queues a task: target "module.method", or "method" for this module's own. args are
+ * stolen (NULL means {}). Returns after local checks without waiting for the broker
+ * (LC_EINVAL, LC_ETOOBIG, LC_ENOBUS); a refusal by the broker (unknown module or method,
+ * queue full, ...) reaches the notice callback. Safe from any thread. */
+LC_EXPORT int lc_enqueue(lc_client_t *self, const char *target, json_t *args, int priority);
+
+/* Like lc_enqueue(), but waits up to timeout_ms (0: the client's call timeout) for the
+ * broker to accept or refuse it: returns 0 or the refusal (LC_ENOMODULE, LC_ENOMETHOD,
+ * LC_EQUEUEFULL, LC_ETOOBIG, LC_ENOTACTIVE, LC_ETIMEDOUT, ...). If info is not NULL it
+ * receives an object with "message" (and, for events, "subscribers" and "dropped"). */
+LC_EXPORT int lc_enqueue_wait(lc_client_t *self, const char *target, json_t *args, int priority,
+                              int timeout_ms, json_t **info);
+
+/* Queues an event for every module subscribed to it, except this one. event: 1-64
+ * characters of [a-z0-9_], or NULL for "<module>_event". args stolen (NULL means {}).
+ * Returns like lc_enqueue(). A subscriber whose backlog is full loses its copy; the notice
+ * callback hears of it (LC_EQUEUEFULL with "dropped" naming them). */
+LC_EXPORT int lc_emit(lc_client_t *self, const char *event, json_t *args, int priority);
+LC_EXPORT int lc_emit_wait(lc_client_t *self, const char *event, json_t *args, int priority,
+                           int timeout_ms, json_t **info);
+
+/* Subscribes fn to an event name, or to every event starting with a prefix when pattern
+ * ends in '*' ("gpio_*"; "*" alone: every event). One delivery runs one handler: the exact
+ * subscription, else the longest matching prefix. The handler finishes the event by
+ * returning, or later with lc_done() after lc_defer(). Loop thread only. */
+LC_EXPORT int lc_on(lc_client_t *self, const char *pattern, lc_method_fn *fn, void *arg);
+
+/* Finishes a deferred task or event (from any thread); frees req. For a call it answers
+ * null, like lc_reply(req, NULL). */
+LC_EXPORT int lc_done(lc_request_t *req);
+
+/* Told of refusals and losses of what this client sent: rc is the error, target the
+ * task's target or the event's name, info an object with "message" (borrowed). Runs on
+ * the loop thread. Without one, each is written to stderr (at most 10 lines a second). */
+typedef void(lc_notice_fn)(lc_client_t *self, int rc, const char *target, json_t *info,
+                           void *arg);
+LC_EXPORT void lc_on_notice(lc_client_t *self, lc_notice_fn *fn, void *arg);
+
+/* How many task and event handlers may run at once (default 1; a deferred handler holds
+ * its slot until lc_done()), and how many items the broker may deliver ahead (default 64).
+ * Set before registration. */
+LC_EXPORT void lc_client_set_concurrency(lc_client_t *self, int n);
+LC_EXPORT void lc_client_set_window(lc_client_t *self, int n);
 
 /* ---- Timers ------------------------------------------------------------------------- */
 

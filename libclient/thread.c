@@ -102,7 +102,7 @@ sat_t *lcc_sat_get(lc_client_t *self)
 }
 
 /* Waits for one message answering seq on the satellite. */
-static int s_sat_await(sat_t *sat, uint32_t seq, inmsg_t *m, int64_t deadline)
+int lcc_sat_await(sat_t *sat, uint32_t seq, inmsg_t *m, int64_t deadline)
 {
     for (;;) {
         zmq_pollitem_t item = {sat->sock, 0, ZMQ_POLLIN, 0};
@@ -167,7 +167,7 @@ static int s_sat_attach(sat_t *sat, int64_t deadline, json_t **err)
     if (rc < 0)
         return rc;
     inmsg_t m;
-    rc = s_sat_await(sat, seq, &m, deadline);
+    rc = lcc_sat_await(sat, seq, &m, deadline);
     if (rc == LC_ETIMEDOUT)
         rc = LC_ENOBUS;
     if (rc < 0)
@@ -230,7 +230,7 @@ int lcc_sat_call(lc_client_t *self, const char *target, char *payload, size_t pl
         if (rc < 0)
             break;
         inmsg_t m;
-        rc = s_sat_await(sat, seq, &m, deadline);
+        rc = lcc_sat_await(sat, seq, &m, deadline);
         if (rc < 0) {
             err = lcc_local_error(LC_STATUS_TIMEOUT, "no answer from %s within %d ms", target,
                                   timeout_ms);

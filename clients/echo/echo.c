@@ -3,6 +3,7 @@
 #include "lc.h"
 
 #include <getopt.h>
+#include <stdint.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -99,6 +100,78 @@ static void s_call(lc_request_t *req, json_t *args, void *arg)
     }
 }
 
+/* ---- Recording, for tests and demonstrations of ordering and transactions ------------ */
+
+static json_t *s_log;        /* what record handled, in order */
+static json_t *s_held;       /* requests kept by hold, as integers (pointers) */
+
+static void s_record_entry(lc_request_t *req, json_t *args)
+{
+    static const char *const kinds[] = {"", "call", "task", "event"};
+    json_array_append_new(
+        s_log, json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:i, s:O}", "kind",
+                         kinds[lc_request_kind(req)], "name", lc_request_method(req), "source",
+                         lc_request_source(req), "tx", (json_int_t)lc_request_tx(req), "id",
+                         (json_int_t)lc_request_id(req), "parent",
+                         (json_int_t)lc_request_parent(req), "priority", lc_request_priority(req),
+                         "args", args));
+}
+
+static void s_record(lc_request_t *req, json_t *args, void *arg)
+{
+    (void)arg;
+    s_record_entry(req, args);
+}
+
+static void s_recorded(lc_request_t *req, json_t *args, void *arg)
+{
+    (void)arg;
+    lc_reply(req, json_pack("{s:O}", "entries", s_log));
+    if (!json_is_false(json_object_get(args, "clear")))
+        json_array_clear(s_log);
+}
+
+/* Sends a task or an event from inside a handler, so it continues the transaction. */
+static void s_forward(lc_request_t *req, json_t *args, void *arg)
+{
+    (void)arg;
+    s_record_entry(req, args);
+    lc_client_t *c = lc_request_client(req);
+    const char *task = json_string_value(json_object_get(args, "task"));
+    const char *event = json_string_value(json_object_get(args, "event"));
+    json_t *inner = json_incref(json_object_get(args, "args"));
+    int priority = (int)json_integer_value(json_object_get(args, "priority"));
+    if (json_is_true(json_object_get(args, "new_tx")))
+        priority |= LC_NEW_TX;
+    int rc = task ? lc_enqueue(c, task, inner, priority)
+                  : lc_emit(c, event, inner, priority);
+    if (rc < 0)
+        lc_reply_error(req, rc, "forward: %s", lc_strerror(rc));
+}
+
+/* Keeps the request open (holding its slot) until release is called. */
+static void s_hold(lc_request_t *req, json_t *args, void *arg)
+{
+    (void)arg;
+    s_record_entry(req, args);
+    lc_defer(req);
+    json_array_append_new(s_held, json_integer((json_int_t)(intptr_t)req));
+}
+
+static void s_release(lc_request_t *req, json_t *args, void *arg)
+{
+    (void)args;
+    (void)arg;
+    size_t i, n = json_array_size(s_held);
+    json_t *v;
+    json_array_foreach(s_held, i, v)
+    {
+        lc_done((lc_request_t *)(intptr_t)json_integer_value(v));
+    }
+    json_array_clear(s_held);
+    lc_reply(req, json_pack("{s:I}", "released", (json_int_t)n));
+}
+
 static void *s_signal_thread(void *arg)
 {
     lc_client_t *client = arg;
@@ -125,6 +198,10 @@ static void s_usage(FILE *out)
                  "its result\n"
                  "\n"
                  "  -n, --name NAME   module name (default: echo)\n"
+            "  -l, --listen PAT  record events matching PAT (a name or a prefix ending in '*');\n"
+            "                    may be repeated\n"
+            "  -c, --concurrency N  task and event handlers at once (default 1)\n"
+            "  -w, --window N    items the broker may deliver ahead (default 64)\n"
                  "  -b, --bus EP      bus endpoint (default: $LC_BUS or the per-user socket)\n"
                  "  -h, --help        show this help and exit\n"
                  "  -V, --version     show the version and exit\n"
@@ -137,14 +214,34 @@ int main(int argc, char **argv)
     static const struct option longopts[] = {
         {"name", required_argument, NULL, 'n'},
         {"bus", required_argument, NULL, 'b'},
+        {"listen", required_argument, NULL, 'l'},
+        {"concurrency", required_argument, NULL, 'c'},
+        {"window", required_argument, NULL, 'w'},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
     };
     const char *name = "echo", *bus = NULL;
+    const char *patterns[16];
+    int npatterns = 0, concurrency = 1, window = 64;
     int opt;
-    while ((opt = getopt_long(argc, argv, "n:b:hV", longopts, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "n:b:l:c:w:hV", longopts, NULL)) != -1) {
         switch (opt) {
+        case 'l':
+            if (npatterns == 16)
+                die(2, "at most 16 --listen patterns");
+            patterns[npatterns++] = optarg;
+            break;
+        case 'c':
+            concurrency = atoi(optarg);
+            if (concurrency < 1)
+                die(2, "--concurrency expects a positive number");
+            break;
+        case 'w':
+            window = atoi(optarg);
+            if (window < 1)
+                die(2, "--window expects a positive number");
+            break;
         case 'n':
             name = optarg;
             break;
@@ -188,6 +285,25 @@ int main(int argc, char **argv)
     lc_method(client, "call", s_call, NULL);
     lc_method_doc(client, "call", "calls target with args and answers with its result",
                   "target:string args:object");
+    s_log = json_array();
+    s_held = json_array();
+    lc_method(client, "record", s_record, NULL);
+    lc_method_doc(client, "record", "records what it handled, with its metadata", NULL);
+    lc_method(client, "recorded", s_recorded, NULL);
+    lc_method_doc(client, "recorded", "answers the recorded entries and clears them",
+                  "clear:boolean");
+    lc_method(client, "forward", s_forward, NULL);
+    lc_method_doc(client, "forward", "records, then queues a task or an event",
+                  "task:string event:string args:object priority:integer new_tx:boolean");
+    lc_method(client, "hold", s_hold, NULL);
+    lc_method_doc(client, "hold", "records and keeps the request open until release", NULL);
+    lc_method(client, "release", s_release, NULL);
+    lc_method_doc(client, "release", "finishes every held request", NULL);
+    for (int i = 0; i < npatterns; i++)
+        if (lc_on(client, patterns[i], s_record, NULL) < 0)
+            die(2, "invalid event pattern '%s'", patterns[i]);
+    lc_client_set_concurrency(client, concurrency);
+    lc_client_set_window(client, window);
 
     pthread_t thread;
     pthread_create(&thread, NULL, s_signal_thread, client);
@@ -196,9 +312,13 @@ int main(int argc, char **argv)
         fprintf(stderr, "lc-echo: cannot serve as '%s' on %s: %s\n", name,
                 lc_client_endpoint(client), lc_strerror(rc));
         lc_client_destroy(&client);
+        json_decref(s_log);
+        json_decref(s_held);
         return 1;
     }
     pthread_join(thread, NULL);
     lc_client_destroy(&client);
+    json_decref(s_log);
+    json_decref(s_held);
     return 0;
 }

@@ -3,9 +3,12 @@
 #include "lc.h"
 
 #include <getopt.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* Exit codes, documented in --help and lc(1). */
 enum {
@@ -30,12 +33,24 @@ static void s_usage(FILE *out)
             "        JSON object or KEY=VALUE words; a VALUE that reads as a JSON number,\n"
             "        true, false, null, array or object is taken as such, anything else as a\n"
             "        string.\n"
+            "  enqueue MODULE.METHOD [JSON | KEY=VALUE ...]\n"
+            "        queue a task; exits when the broker accepted or refused it\n"
+            "  emit EVENT [JSON | KEY=VALUE ...]\n"
+            "        queue an event for its subscribers; exits when the broker accepted or\n"
+            "        refused it (subscribers that lost it are named on stderr)\n"
+            "  listen PATTERN...\n"
+            "        subscribe to events (a name, or a prefix ending in '*'; '*' for all) and\n"
+            "        print each with its metadata until interrupted or --count events\n"
             "\n"
             "Options:\n"
             "  -b, --bus EP        the bus endpoint (default: $LC_BUS, else\n"
             "                      ipc://$XDG_RUNTIME_DIR/lc/bus, else ipc:///tmp/lc-$UID/bus)\n"
             "  -t, --timeout MS    how long to wait for the answer (default 5000)\n"
             "  -p, --pretty        indent the JSON output\n"
+            "  -P, --priority P    priority of a task or event: 1-5 or highest, high, normal,\n"
+            "                      low, lowest (default normal)\n"
+            "  -n, --count N       listen: stop after N events\n"
+            "  -j, --json          listen: one JSON object per line\n"
             "  -h, --help          show this help and exit\n"
             "  -V, --version       show the version and exit\n"
             "\n"
@@ -45,10 +60,14 @@ static void s_usage(FILE *out)
             "  2  usage error\n"
             "  3  unknown, not ready or gone module or method\n"
             "  4  timeout: no answer within the deadline\n"
+            "     (enqueue, emit: 0 accepted; 3 unknown module or method; 6 refused, e.g.\n"
+            "     queue full)\n"
             "  5  bus unreachable: no broker at the endpoint\n"
             "  6  refused by the bus (payload too large, malformed, invalid name)\n"
             "\n"
-            "Example: lc call echo.echo text=hello n=3\n"
+            "Examples: lc call echo.echo text=hello n=3\n"
+            "          lc emit door_opened door=front --priority high\n"
+            "          lc listen 'gpio_*' --count 10 --json\n"
             "See lc(1).\n");
 }
 
@@ -115,19 +134,147 @@ static int s_call(const char *bus, int timeout, bool pretty, int argc, char **ar
     return s_exit_code(rc);
 }
 
+static int s_send(const char *cmd, const char *bus, int timeout, int priority, int argc,
+                  char **argv)
+{
+    bool task = strcmp(cmd, "enqueue") == 0;
+    if (argc < 1)
+        die(EXIT_USAGE, "%s needs %s; try 'lc --help'", cmd, task ? "MODULE.METHOD" : "EVENT");
+    const char *target = argv[0];
+    if (task && !strchr(target, '.'))
+        die(EXIT_USAGE, "'%s' is not MODULE.METHOD", target);
+    char err[512];
+    json_t *args = args_from_argv(argc - 1, argv + 1, err, sizeof err);
+    if (!args)
+        die(EXIT_USAGE, "%s", err);
+    lc_client_t *client = lc_client_new(NULL, bus);
+    if (!client)
+        die(EXIT_USAGE, "invalid bus endpoint '%s'", bus ? bus : "(default)");
+    json_t *info = NULL;
+    int rc = task ? lc_enqueue_wait(client, target, args, priority, timeout, &info)
+                  : lc_emit_wait(client, target, args, priority, timeout, &info);
+    const char *msg = json_string_value(json_object_get(info, "message"));
+    if (rc == LC_ENOBUS)
+        fprintf(stderr, "%s: no broker answered at %s within %d ms (is lc-broker running? "
+                "set LC_BUS or use --bus)\n", prog, lc_client_endpoint(client), timeout);
+    else if (rc < 0)
+        fprintf(stderr, "%s: %s %s: %s%s%s\n", prog, cmd, target, lc_strerror(rc),
+                msg ? ": " : "", msg ? msg : "");
+    else if (msg) /* accepted, but some subscribers lost it */
+        fprintf(stderr, "%s: %s\n", prog, msg);
+    json_decref(info);
+    lc_client_destroy(&client);
+    return s_exit_code(rc);
+}
+
+typedef struct {
+    bool json;
+    long count;
+    long seen;
+} listen_t;
+
+static void s_print_event(lc_request_t *req, json_t *args, void *arg)
+{
+    listen_t *l = arg;
+    uint64_t us = lc_request_time_us(req);
+    if (l->json) {
+        json_t *o = json_pack("{s:s, s:s, s:I, s:I, s:I, s:i, s:I, s:O}", "event",
+                              lc_request_method(req), "source", lc_request_source(req), "id",
+                              (json_int_t)lc_request_id(req), "tx", (json_int_t)lc_request_tx(req),
+                              "parent", (json_int_t)lc_request_parent(req), "priority",
+                              lc_request_priority(req), "time_us", (json_int_t)us, "args", args);
+        char *text = json_dumps(o, JSON_COMPACT);
+        printf("%s\n", text);
+        free(text);
+        json_decref(o);
+    } else {
+        time_t secs = (time_t)(us / 1000000);
+        struct tm tm;
+        localtime_r(&secs, &tm);
+        char when[16];
+        strftime(when, sizeof when, "%H:%M:%S", &tm);
+        char *text = json_dumps(args, JSON_COMPACT);
+        printf("%s.%03u %s from %s (priority %d, tx %llu): %s\n", when,
+               (unsigned)(us / 1000 % 1000), lc_request_method(req), lc_request_source(req),
+               lc_request_priority(req), (unsigned long long)lc_request_tx(req), text);
+        free(text);
+    }
+    fflush(stdout);
+    if (l->count > 0 && ++l->seen >= l->count)
+        lc_stop(lc_request_client(req));
+}
+
+static void *s_signal_thread(void *arg)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    int sig;
+    sigwait(&set, &sig);
+    lc_stop(arg);
+    return NULL;
+}
+
+static int s_listen(const char *bus, int timeout, bool json, long count, int argc, char **argv)
+{
+    if (argc < 1)
+        die(EXIT_USAGE, "listen needs at least one event name or pattern; try 'lc --help'");
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    lc_client_t *client = lc_client_new(NULL, bus);
+    if (!client)
+        die(EXIT_USAGE, "invalid bus endpoint '%s'", bus ? bus : "(default)");
+    listen_t l = {.json = json, .count = count};
+    for (int i = 0; i < argc; i++)
+        if (lc_on(client, argv[i], s_print_event, &l) < 0)
+            die(EXIT_USAGE, "'%s' is not an event name or pattern ([a-z0-9_], '*' at the end)",
+                argv[i]);
+    lc_client_set_timeout(client, timeout);
+    pthread_t thread;
+    pthread_create(&thread, NULL, s_signal_thread, client);
+    pthread_detach(thread);
+    int rc = lc_run(client);
+    if (rc == LC_ENOBUS)
+        fprintf(stderr, "%s: no broker answered at %s within %d ms (is lc-broker running? "
+                "set LC_BUS or use --bus)\n", prog, lc_client_endpoint(client), timeout);
+    else if (rc < 0)
+        fprintf(stderr, "%s: listen: %s\n", prog, lc_strerror(rc));
+    lc_client_destroy(&client);
+    return s_exit_code(rc);
+}
+
+static int s_priority(const char *text)
+{
+    static const char *const names[] = {"highest", "high", "normal", "low", "lowest"};
+    for (int i = 0; i < 5; i++)
+        if (strcmp(text, names[i]) == 0 || (text[0] == '1' + i && !text[1]))
+            return i + 1;
+    die(EXIT_USAGE, "--priority expects 1-5 or highest, high, normal, low, lowest, not '%s'",
+        text);
+}
+
 int main(int argc, char **argv)
 {
     prog = "lc";
     static const struct option longopts[] = {
         {"bus", required_argument, NULL, 'b'}, {"timeout", required_argument, NULL, 't'},
-        {"pretty", no_argument, NULL, 'p'},    {"help", no_argument, NULL, 'h'},
+        {"pretty", no_argument, NULL, 'p'},
+        {"priority", required_argument, NULL, 'P'},
+        {"count", required_argument, NULL, 'n'},
+        {"json", no_argument, NULL, 'j'},    {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},   {NULL, 0, NULL, 0},
     };
     const char *bus = NULL;
     int timeout = LC_CALL_TIMEOUT_MS;
-    bool pretty = false;
+    bool pretty = false, json = false;
+    int priority = 0;
+    long count = 0;
     int opt;
-    while ((opt = getopt_long(argc, argv, "b:t:phV", longopts, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "b:t:pP:n:jhV", longopts, NULL)) != -1) {
         switch (opt) {
         case 'b':
             bus = optarg;
@@ -143,6 +290,19 @@ int main(int argc, char **argv)
         }
         case 'p':
             pretty = true;
+            break;
+        case 'P':
+            priority = s_priority(optarg);
+            break;
+        case 'n': {
+            char *end;
+            count = strtol(optarg, &end, 10);
+            if (!*optarg || *end || count <= 0)
+                die(EXIT_USAGE, "--count expects a positive number, not '%s'", optarg);
+            break;
+        }
+        case 'j':
+            json = true;
             break;
         case 'h':
             s_usage(stdout);
@@ -162,6 +322,10 @@ int main(int argc, char **argv)
     const char *cmd = argv[optind];
     if (strcmp(cmd, "call") == 0)
         return s_call(bus, timeout, pretty, argc - optind - 1, argv + optind + 1);
+    if (strcmp(cmd, "enqueue") == 0 || strcmp(cmd, "emit") == 0)
+        return s_send(cmd, bus, timeout, priority, argc - optind - 1, argv + optind + 1);
+    if (strcmp(cmd, "listen") == 0)
+        return s_listen(bus, timeout, json, count, argc - optind - 1, argv + optind + 1);
     if (strcmp(cmd, "help") == 0) {
         s_usage(stdout);
         return EXIT_OK;
