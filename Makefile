@@ -15,12 +15,13 @@ endif
 
 SOVERSION := 0
 VERSION := $(shell sed -n 's/^\#define LC_VERSION "\(.*\)"/\1/p' libclient/lc.h)
-LIB_SRC := libclient/client.c libclient/call.c libclient/queue.c libclient/thread.c libclient/timer.c \
+LIB_SRC := libclient/client.c libclient/call.c libclient/queue.c libclient/lifecycle.c \
+           libclient/thread.c libclient/timer.c \
            libclient/wire.c libclient/idmap.c libclient/heap.c
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 
 BROKER_SRC := broker/main.c broker/broker.c broker/registry.c broker/calls.c broker/delivery.c \
-              broker/queue.c
+              broker/queue.c broker/lifecycle.c
 CLIENTS_COMMON := clients/common.c
 LC_SRC := clients/lc/lc.c $(CLIENTS_COMMON)
 ECHO_SRC := clients/echo/echo.c $(CLIENTS_COMMON)

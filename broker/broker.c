@@ -240,6 +240,9 @@ static void s_on_message(broker_t *self, zmq_msg_t *f, int nframes, bool truncat
     case LC_MSG_BYE:
         broker_on_bye(self, c);
         break;
+    case LC_MSG_STATE:
+        broker_on_state(self, f, c, &h);
+        break;
     default:
         self->stats.malformed++;
         broker_error(self, c, &h, 0, LC_STATUS_MALFORMED,
@@ -442,8 +445,11 @@ int broker_run(broker_t *self)
         if (top)
             timeout = top->when <= now ? 0 : (int)(top->when - now);
         /* Heartbeats, broker.wait deadlines and grace times are checked a few times a second. */
-        if ((self->nbeating || self->waiters || self->queued) && (timeout < 0 || timeout > 200))
+        if ((self->nbeating || self->waiters || self->queued || self->expected) &&
+            (timeout < 0 || timeout > 200))
             timeout = 200;
+        if (self->exit_phase != EXIT_NONE && (timeout < 0 || timeout > 50))
+            timeout = 50;
         zmq_pollitem_t items[2] = {{self->router, 0, ZMQ_POLLIN, 0},
                                    {NULL, self->epfd, ZMQ_POLLIN, 0}};
         if (zmq_poll(items, 2, timeout) < 0) {
@@ -462,8 +468,15 @@ int broker_run(broker_t *self)
                 if (kind == EP_SIGNAL) {
                     struct signalfd_siginfo si;
                     if (read(self->sigfd, &si, sizeof si) == sizeof si) {
-                        broker_log(self, L_INFO, "signal %u: exiting", si.ssi_signo);
-                        return 0;
+                        /* The first signal stops the system in order, a second at once. */
+                        if (self->exit_phase != EXIT_NONE) {
+                            broker_log(self, L_INFO, "signal %u again: exiting now",
+                                       si.ssi_signo);
+                            return 0;
+                        }
+                        char why[64];
+                        snprintf(why, sizeof why, "signal %u", si.ssi_signo);
+                        broker_exit_start(self, why, true);
                     }
                 } else if (kind == EP_PIDFD) {
                     broker_on_pidfd(self, (int)(uint32_t)evs[i].data.u64);
@@ -474,6 +487,9 @@ int broker_run(broker_t *self)
         broker_calls_expire(self, now);
         broker_check_liveness(self, now);
         broker_idle_check(self);
+        broker_exit_step(self, now);
+        if (self->exit_now)
+            return 0;
     }
 }
 
@@ -489,6 +505,7 @@ void broker_destroy(broker_t **self_p)
         return;
     broker_calls_clear(self);
     broker_registry_clear(self);
+    json_decref(self->expected);
     idmap_clear(&self->conns);
     idmap_clear(&self->modules);
     idmap_clear(&self->calls);

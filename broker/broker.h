@@ -17,6 +17,9 @@ typedef struct {
     size_t max_backlog;     /* items queued for one module */
     int window;             /* items delivered to a module ahead of completion */
     int grace_ms;           /* how long a gone module's backlog waits for it */
+    int start_timeout_ms;   /* expected modules not passive by then are named, others go on */
+    int drain_ms;           /* exit: how long queued items may still drain */
+    int exit_ms;            /* exit: how long modules have to disconnect */
     int verbose;            /* 0: warnings and errors, 1: info, 2: debug */
 } broker_config_t;
 

@@ -75,6 +75,8 @@ struct module {
     idmap_t inflight;     /* delivered, not done: id -> bq_item_t */
     int window;
     uint64_t emit_mark; /* de-duplicates an event matched by several patterns */
+    uint64_t order;     /* registration order: shutdown goes the other way */
+    bool unreachable;   /* a send found its connection closed: removed at the loop's top */
     struct {
         uint64_t calls_in, calls_out, tasks_in, events_in, delivered, done, failed, dropped, lost,
             redelivered;
@@ -141,6 +143,18 @@ struct broker {
 
     uint64_t next_id;
     uint64_t anon_count;
+    uint64_t order_count;
+
+    /* Start-up with a launcher: activate together once all expected are passive. */
+    json_t *expected; /* names, or NULL with a bare broker */
+    int64_t expect_deadline;
+
+    /* The exit sequence (decision 11). */
+    int exit_phase;
+    int64_t drain_deadline, exit_deadline;
+    char exit_current[LC_NAME_MAX + 1]; /* the module shutting down now */
+    bool exit_now;                       /* leave the loop */
+    size_t unreachable;                  /* modules flagged unreachable */
     int64_t started;
     broker_stats_t stats;
     struct {
@@ -183,6 +197,17 @@ void broker_calls_drop_conn(broker_t *self, const conn_t *c);
 void broker_calls_gone(broker_t *self, module_t *m, const char *why);
 void broker_waiters_check(broker_t *self);
 void broker_calls_clear(broker_t *self);
+
+/* lifecycle.c */
+enum { EXIT_NONE, EXIT_DRAIN, EXIT_SHUTDOWN, EXIT_WAIT };
+void broker_on_state(broker_t *self, zmq_msg_t *f, conn_t *c, const lc_hdr_t *h);
+void broker_set_state(broker_t *self, module_t *m, int state);
+void broker_activate_check(broker_t *self, module_t *joined);
+void broker_exit_start(broker_t *self, const char *why, bool emit);
+void broker_exit_step(broker_t *self, int64_t now);
+void broker_expect(broker_t *self, json_t *modules, int timeout_ms);
+int broker_state_parse(const char *name);
+const char *broker_state_name(int state);
 
 /* delivery.c */
 void broker_on_task(broker_t *self, zmq_msg_t *f, conn_t *c, const lc_hdr_t *h);

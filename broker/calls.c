@@ -164,12 +164,23 @@ static void s_builtin(broker_t *self, conn_t *to, const lc_hdr_t *h, uint64_t id
             for (module_t *m = self->modules.values[i]; m; m = m->next_hash)
                 json_array_append_new(list, broker_module_info(m));
         s_reply(self, to, h, id, tx, json_pack("{s:o}", "modules", list));
+    } else if (strcmp(method, "expect") == 0) {
+        json_t *mods = json_object_get(args, "modules");
+        json_t *tmo = json_object_get(args, "timeout_ms");
+        if (!json_is_array(mods) || (tmo && !json_is_integer(tmo))) {
+            s_method_error(self, to, h, id,
+                           "broker.expect expects {\"modules\": [names], \"timeout_ms\": n}");
+        } else {
+            broker_expect(self, mods, (int)json_integer_value(tmo));
+            s_reply(self, to, h, id, tx, NULL);
+        }
     } else if (strcmp(method, "stats") == 0) {
         s_reply(self, to, h, id, tx, s_stats(self));
     } else {
         self->stats.unknown_target++;
         broker_error(self, to, h, id, LC_STATUS_UNKNOWN_METHOD,
-                     "module 'broker' has no method '%s' (it has ping, ready, wait, list, stats)",
+                     "module 'broker' has no method '%s' (it has ping, ready, wait, list, stats, "
+                     "expect)",
                      method);
     }
     json_decref(args);
@@ -261,7 +272,10 @@ void broker_on_call(broker_t *self, zmq_msg_t *f, conn_t *c, const lc_hdr_t *h)
             self->stats.gone++;
             broker_error(self, to, &req, id, LC_STATUS_GONE, "module '%s' is no longer connected",
                          callee->name);
-            broker_module_lost(self, callee, "disconnected");
+            if (!callee->unreachable) {
+                callee->unreachable = true;
+                self->unreachable++;
+            }
         } else {
             broker_error(self, to, &req, id, LC_STATUS_NOT_READY,
                          "module '%s' is not reading its messages", callee->name);

@@ -190,8 +190,11 @@ void broker_pump(broker_t *self, module_t *m)
         if (rc < 0) {
             broker_queue_push_front(&m->queue, it);
             self->queued++;
-            if (rc == -EHOSTUNREACH)
-                broker_module_lost(self, m, "disconnected");
+            /* Not removed here: this may run inside a fan-out over the subscriptions. */
+            if (rc == -EHOSTUNREACH && !m->unreachable) {
+                m->unreachable = true;
+                self->unreachable++;
+            }
             return;
         }
         if (idmap_put(&m->inflight, it->id, it) < 0) {
@@ -264,6 +267,13 @@ void broker_on_task(broker_t *self, zmq_msg_t *f, conn_t *c, const lc_hdr_t *h)
         self->stats.unknown_target++;
         s_refuse(self, c, h, addr, LC_STATUS_UNKNOWN_METHOD, "module '%s' has no method '%s'",
                  m->name, dot + 1);
+        return;
+    }
+    if (c->module->state != MS_ACTIVE && !h->parent) {
+        self->stats.not_active++;
+        s_refuse(self, c, h, addr, LC_STATUS_NOT_ACTIVE,
+                 "module '%s' is %s: it may send tasks only from a handler", c->module->name,
+                 broker_state_name(c->module->state));
         return;
     }
     if (self->queued >= self->cfg.max_queue) {
@@ -377,6 +387,13 @@ void broker_on_event(broker_t *self, zmq_msg_t *f, conn_t *c, const lc_hdr_t *h)
         s_refuse(self, c, h, name, LC_STATUS_DENIED, "only the broker sends '%s'", name);
         return;
     }
+    if (c->module->state != MS_ACTIVE && !h->parent) {
+        self->stats.not_active++;
+        s_refuse(self, c, h, name, LC_STATUS_NOT_ACTIVE,
+                 "module '%s' is %s: it may send events only from a handler", c->module->name,
+                 broker_state_name(c->module->state));
+        return;
+    }
     if (self->queued >= self->cfg.max_queue) {
         s_refuse(self, c, h, name, LC_STATUS_QUEUE_FULL, "the bus queue is full (%zu items)",
                  self->cfg.max_queue);
@@ -407,6 +424,11 @@ void broker_on_event(broker_t *self, zmq_msg_t *f, conn_t *c, const lc_hdr_t *h)
                  ndropped ? LC_FLAG_PARTIAL : 0, name, body);
     }
     json_decref(dropped);
+    if (len == 4 && memcmp(name, "exit", 4) == 0) {
+        char why[128];
+        snprintf(why, sizeof why, "'exit' emitted by %s", c->module->name);
+        broker_exit_start(self, why, false);
+    }
 }
 
 void broker_emit(broker_t *self, const char *event, json_t *args)

@@ -67,6 +67,9 @@ int main(int argc, char **argv)
         {"max-backlog", required_argument, NULL, 'B'},
         {"window", required_argument, NULL, 'W'},
         {"grace", required_argument, NULL, 'G'},
+        {"start-timeout", required_argument, NULL, 'S'},
+        {"drain", required_argument, NULL, 'D'},
+        {"exit-timeout", required_argument, NULL, 'X'},
         {"quiet", no_argument, NULL, 'q'},
         {"verbose", no_argument, NULL, 'v'},
         {"help", no_argument, NULL, 'h'},
@@ -84,6 +87,9 @@ int main(int argc, char **argv)
         .max_backlog = 10000,
         .window = 64,
         .grace_ms = 30000,
+        .start_timeout_ms = 10000,
+        .drain_ms = 5000,
+        .exit_ms = 10000,
         .verbose = 1,
     };
     int opt;
@@ -116,6 +122,15 @@ int main(int argc, char **argv)
             break;
         case 'G':
             cfg.grace_ms = (int)s_number("--grace", optarg, 0, 86400000);
+            break;
+        case 'S':
+            cfg.start_timeout_ms = (int)s_number("--start-timeout", optarg, 0, 86400000);
+            break;
+        case 'D':
+            cfg.drain_ms = (int)s_number("--drain", optarg, 0, 86400000);
+            break;
+        case 'X':
+            cfg.exit_ms = (int)s_number("--exit-timeout", optarg, 0, 86400000);
             break;
         case 'q':
             cfg.verbose = 0;

@@ -131,13 +131,17 @@ void broker_module_lost(broker_t *self, module_t *m, const char *why)
         return;
     broker_log(self, m->anonymous ? L_DEBUG : L_INFO, "module %s (pid %d) %s", m->name, m->pid,
                why);
+    if (m->unreachable) {
+        m->unreachable = false;
+        self->unreachable--;
+    }
     broker_calls_gone(self, m, why);
     broker_inflight_lost(self, m);
     s_conns_drop(self, m);
     s_close_pidfd(self, m);
+    broker_set_state(self, m, MS_GONE);
     if (m->queue.count > 0 && !m->anonymous) {
         /* Its backlog waits for a module registering under the same name. */
-        m->state = MS_GONE;
         m->gone_since = lc_mono_ms();
         broker_log(self, L_INFO, "keeping %zu queued items for %s for %d ms", m->queue.count,
                    m->name, self->cfg.grace_ms);
@@ -202,11 +206,27 @@ static module_t *s_find_expired(broker_t *self, int64_t now)
     return NULL;
 }
 
+static module_t *s_find_unreachable(broker_t *self)
+{
+    for (size_t i = 0; i < self->modules.cap; i++)
+        for (module_t *m = self->modules.values[i]; m; m = m->next_hash)
+            if (m->unreachable)
+                return m;
+    return NULL;
+}
+
 void broker_check_liveness(broker_t *self, int64_t now)
 {
+    module_t *m;
+    while (self->unreachable && (m = s_find_unreachable(self))) {
+        m->unreachable = false;
+        self->unreachable--;
+        broker_module_lost(self, m, "disconnected");
+    }
+    if (self->expected && now >= self->expect_deadline)
+        broker_activate_check(self, NULL);
     if (!self->nbeating && !self->queued)
         return;
-    module_t *m;
     while ((m = s_find_expired(self, now))) {
         if (m->state != MS_GONE) {
             /* Peers without a pidfd are dead after DEAD_AFTER_BEATS silent intervals. */
@@ -501,13 +521,20 @@ void broker_on_hello(broker_t *self, zmq_msg_t *f, conn_t *c, const lc_hdr_t *h)
     m->hb_ms = m->pidfd >= 0 ? 0 : self->cfg.heartbeat_ms;
     if (m->hb_ms > 0)
         self->nbeating++;
-    /* Without the lifecycle handshake a module is ready as soon as it registers. */
-    m->state = MS_ACTIVE;
+    m->order = ++self->order_count;
+    m->unreachable = false;
     self->stats.registrations++;
     broker_log(self, m->anonymous ? L_DEBUG : L_INFO,
                "module %s registered (pid %d%s, %zu methods)", m->name, m->pid,
                m->has_creds ? "" : ", heartbeats", m->nmethods);
     s_welcome(self, m->main, h->seq);
+    /* Anonymous clients are tools: active at once. A module says where it is in its
+     * lifecycle (after a broker restart it may already be passive or active). */
+    const char *st_name = json_string_value(json_object_get(hello, "state"));
+    int st0 = m->anonymous ? MS_ACTIVE : st_name ? broker_state_parse(st_name) : MS_INACTIVE;
+    broker_set_state(self, m, st0 ? st0 : MS_INACTIVE);
+    if (m->state == MS_PASSIVE)
+        broker_activate_check(self, m);
     broker_pump(self, m);
     broker_waiters_check(self);
 done:

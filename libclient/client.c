@@ -344,6 +344,7 @@ void lc_client_destroy(lc_client_t **self_p)
         lc_hdr_t h = {.type = LC_MSG_BYE, .seq = atomic_fetch_add(&self->seq, 1) + 1};
         lcc_send(self->sock, &h, NULL, NULL, NULL, 0, 0);
     }
+    lcc_threads_stop(self, 0);
     if (self->hb_running) {
         uint64_t one = 1;
         if (write(self->hb_stop_fd, &one, sizeof one) == sizeof one)
@@ -539,9 +540,11 @@ int lcc_send_hello(lc_client_t *self)
             json_object_set(o, "args", m->args);
         json_array_append_new(methods, o);
     }
-    json_t *hello = json_pack("{s:s, s:i, s:s, s:o, s:o, s:i}", "token", self->token, "pid",
+    /* After a broker restart the module says which state it is in. */
+    json_t *hello = json_pack("{s:s, s:i, s:s, s:o, s:o, s:i, s:s}", "token", self->token, "pid",
                               (int)getpid(), "version", LC_VERSION, "methods", methods, "events",
-                              lcc_hello_events(self), "window", self->window);
+                              lcc_hello_events(self), "window", self->window, "state",
+                              self->started ? lcc_state_name(self->state) : "inactive");
     char *text = hello ? json_dumps(hello, JSON_COMPACT) : NULL;
     json_decref(hello);
     if (!text)
@@ -599,6 +602,9 @@ static void s_handle_main(lc_client_t *self, inmsg_t *m)
     case LC_MSG_NOTICE:
         lcc_on_notice(self, m);
         break;
+    case LC_MSG_STATE:
+        lcc_on_state(self, m);
+        break;
     case LC_MSG_REPLY:
         lcc_complete(self, m);
         break;
@@ -628,6 +634,8 @@ static void s_handle_main(lc_client_t *self, inmsg_t *m)
             self->hb_ms = (int)json_integer_value(json_object_get(w, "heartbeat_ms"));
             self->max_payload = (size_t)json_integer_value(json_object_get(w, "max_payload"));
             json_decref(w);
+            if (!self->name[0])
+                self->state = LC_STATE_ACTIVE; /* anonymous clients have no lifecycle */
             s_set_reg(self, REG_DONE);
             if (self->hb_ms > 0 && !self->hb_running)
                 lcc_heartbeat_start(self);
@@ -724,6 +732,8 @@ int lc_connect(lc_client_t *self, int timeout_ms)
     if (!lcc_on_loop(self))
         return LC_EINVAL;
     int rc = lcc_connect_until(self, s_deadline(self, timeout_ms));
+    if (rc == 0)
+        lcc_lifecycle_step(self);
     lcc_rearm(self);
     return rc;
 }
@@ -747,6 +757,7 @@ static int s_dispatch(lc_client_t *self)
     lcc_run_ready(self);
     lcc_run_timers(self, now);
     lcc_queue_run(self);
+    lcc_lifecycle_step(self); /* after the queue: an exit event runs before deactivation */
     if (atomic_exchange(&self->need_hello, false) && self->reg == REG_DONE) {
         s_set_reg(self, REG_NONE);
         if (self->handshaken)
@@ -778,7 +789,9 @@ int lc_timeout(lc_client_t *self)
     top = heap_top(&self->deadlines);
     if (top && top->when < next)
         next = top->when;
-    if (self->ready_head || (self->queued && self->running < self->concurrency))
+    bool startup = !self->started && self->name[0] && self->reg == REG_DONE;
+    if (self->ready_head || self->ncmds || startup ||
+        (self->queued && self->running < self->concurrency))
         next = now;
     pthread_mutex_unlock(&self->lock);
     if (next == INT64_MAX)

@@ -163,13 +163,42 @@ struct lc_client {
     size_t ndone, capdone;
     lc_request_t *current; /* the message whose handler runs now (loop thread) */
     int depth;             /* handlers running on the loop thread, nested */
+    int state;        /* LC_STATE_*, as last reported to the broker */
+    bool started;     /* the startup hook ran */
+    int cmds[8];      /* commands from the broker, run at the top of the loop */
+    int ncmds;
+    struct {
+        lc_hook_fn *fn;
+        void *arg;
+    } hooks[5];
+    struct lc_thread *threads;
+    int nthreads, max_threads;
     lc_notice_fn *notice_fn;
     void *notice_arg;
     int64_t notice_second;
     int notices_logged;
 };
 
+/* A worker thread started with lc_thread_start(). */
+struct lc_thread {
+    lc_client_t *client;
+    pthread_t tid;
+    int phase;
+    int stop_fd;
+    atomic_bool stopping;
+    atomic_bool finished;
+    lc_thread_fn *fn;
+    void *arg;
+    struct lc_thread *next;
+};
+
+enum { CMD_ACTIVATE = 1, CMD_DEACTIVATE, CMD_SHUTDOWN };
+
 /* Internal functions (see each file for the contract). */
+void lcc_on_state(lc_client_t *self, inmsg_t *m); /* a command from the broker */
+void lcc_lifecycle_step(lc_client_t *self);       /* at the top of the loop */
+void lcc_threads_stop(lc_client_t *self, int phase);
+const char *lcc_state_name(int state);
 void lcc_queue_push(lc_client_t *self, inmsg_t *m);     /* takes the payload */
 void lcc_queue_run(lc_client_t *self);                   /* starts what the slots allow */
 void lcc_queue_clear(lc_client_t *self);

@@ -238,6 +238,50 @@ LC_EXPORT void lc_on_notice(lc_client_t *self, lc_notice_fn *fn, void *arg);
 LC_EXPORT void lc_client_set_concurrency(lc_client_t *self, int n);
 LC_EXPORT void lc_client_set_window(lc_client_t *self, int n);
 
+/* ---- Lifecycle ---------------------------------------------------------------------- */
+
+/* Module states, with the seed's numbers. */
+#define LC_STATE_INACTIVE 1 /* registered, starting or stopped: receives nothing */
+#define LC_STATE_PASSIVE 2  /* may receive; sends only from inside handlers */
+#define LC_STATE_ACTIVE 3   /* may receive and send */
+
+/* Lifecycle hooks, all optional, run on the loop thread in the seed's order:
+ *  LC_HOOK_STARTUP     after the first registration: read configuration, open hardware
+ *  LC_HOOK_PASSIVE     then, now passive: start work that runs while passive
+ *  LC_HOOK_ACTIVE      when the broker activates the module: it may now send
+ *  LC_HOOK_DEACTIVATE  active -> passive (the system is stopping): stop producing
+ *  LC_HOOK_SHUTDOWN    last: release everything; lc_run() then returns 0
+ * An anonymous client has no lifecycle: it is active from its registration. */
+enum { LC_HOOK_STARTUP, LC_HOOK_PASSIVE, LC_HOOK_ACTIVE, LC_HOOK_DEACTIVATE, LC_HOOK_SHUTDOWN };
+typedef void(lc_hook_fn)(lc_client_t *self, void *arg);
+LC_EXPORT int lc_hook(lc_client_t *self, int which, lc_hook_fn *fn, void *arg);
+
+/* This module's state, as it last reported it (LC_STATE_*; 0 before registration). */
+LC_EXPORT int lc_state(lc_client_t *self);
+
+/* Whether module `name` is registered and passive or active (the seed's
+ * is_ready_module): 1 yes, 0 no, or an error such as LC_ENOBUS. Asks the broker. */
+LC_EXPORT int lc_module_ready(lc_client_t *self, const char *name);
+
+/* ---- Worker threads (the seed's ModuleThreaded) ------------------------------------- */
+
+typedef struct lc_thread lc_thread_t;
+typedef void(lc_thread_fn)(lc_thread_t *thread, void *arg);
+
+/* Starts fn in a thread of its own for a phase: LC_STATE_ACTIVE (asked to stop at
+ * deactivation) or LC_STATE_PASSIVE (asked to stop at shutdown). The thread talks to the
+ * bus with the usual functions (they are safe from any thread), watches
+ * lc_thread_stopping() or polls lc_thread_fd(), and returns when asked; the library then
+ * joins it, waiting at most 5 s. At most lc_client_set_max_threads() threads run at once
+ * (default 10): reaching the limit is an error (LC_EBUSY, logged). Loop thread only.
+ * The thread record belongs to the client. */
+LC_EXPORT lc_thread_t *lc_thread_start(lc_client_t *self, int phase, lc_thread_fn *fn,
+                                       void *arg);
+LC_EXPORT bool lc_thread_stopping(lc_thread_t *thread);
+LC_EXPORT int lc_thread_fd(lc_thread_t *thread); /* readable once asked to stop */
+LC_EXPORT lc_client_t *lc_thread_client(lc_thread_t *thread);
+LC_EXPORT void lc_client_set_max_threads(lc_client_t *self, int n);
+
 /* ---- Timers ------------------------------------------------------------------------- */
 
 /* A timer callback; runs on the loop thread. */

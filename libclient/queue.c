@@ -74,6 +74,16 @@ static int s_send_item(lc_client_t *self, int type, const char *address, json_t 
         free(payload);
         return s_fail(info, LC_ETOOBIG, "arguments of %s are over the bus limit", address);
     }
+    /* Decision 9: a module that is not active sends only while handling something. */
+    bool in_handler = lcc_on_loop(self) && self->depth > 0;
+    if (self->name[0] && self->state != LC_STATE_ACTIVE && !in_handler) {
+        free(payload);
+        fprintf(stderr, "lc: %s: %s %s refused: the module is %s, not active (send from a "
+                "handler, or after activation)\n", lc_client_name(self),
+                type == LC_MSG_TASK ? "task" : "event", address,
+                self->state ? lcc_state_name(self->state) : "not started");
+        return s_fail(info, LC_ENOTACTIVE, "the module is not active: %s refused", address);
+    }
     int tmo = timeout_ms > 0 ? timeout_ms : self->timeout_ms;
     int64_t deadline = lc_mono_ms() + tmo;
     lc_hdr_t h = {.type = (uint8_t)type, .seq = atomic_fetch_add(&self->seq, 1) + 1};

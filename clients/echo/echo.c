@@ -172,17 +172,31 @@ static void s_release(lc_request_t *req, json_t *args, void *arg)
     lc_reply(req, json_pack("{s:I}", "released", (json_int_t)n));
 }
 
+/* The client the signal thread stops; cleared (under the lock) before it is destroyed. */
+static pthread_mutex_t s_lock = PTHREAD_MUTEX_INITIALIZER;
+static lc_client_t *s_client;
+
 static void *s_signal_thread(void *arg)
 {
-    lc_client_t *client = arg;
+    (void)arg;
     sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
     int sig;
     sigwait(&set, &sig);
-    lc_stop(client);
+    pthread_mutex_lock(&s_lock);
+    if (s_client)
+        lc_stop(s_client);
+    pthread_mutex_unlock(&s_lock);
     return NULL;
+}
+
+static void s_forget_client(void)
+{
+    pthread_mutex_lock(&s_lock);
+    s_client = NULL;
+    pthread_mutex_unlock(&s_lock);
 }
 
 static void s_usage(FILE *out)
@@ -305,9 +319,12 @@ int main(int argc, char **argv)
     lc_client_set_concurrency(client, concurrency);
     lc_client_set_window(client, window);
 
+    s_client = client;
     pthread_t thread;
-    pthread_create(&thread, NULL, s_signal_thread, client);
+    pthread_create(&thread, NULL, s_signal_thread, NULL);
+    pthread_detach(thread); /* lc_run also returns after the bus shut the module down */
     int rc = lc_run(client);
+    s_forget_client();
     if (rc < 0) {
         fprintf(stderr, "lc-echo: cannot serve as '%s' on %s: %s\n", name,
                 lc_client_endpoint(client), lc_strerror(rc));
@@ -316,7 +333,6 @@ int main(int argc, char **argv)
         json_decref(s_held);
         return 1;
     }
-    pthread_join(thread, NULL);
     lc_client_destroy(&client);
     json_decref(s_log);
     json_decref(s_held);
