@@ -305,16 +305,16 @@ static int s_mkdirs(const char *path, char *err, size_t errlen)
     }
     *slash = 0;
     struct stat st;
-    if (lstat(buf, &st) < 0 || !S_ISDIR(st.st_mode)) {
+    if (stat(buf, &st) < 0 || !S_ISDIR(st.st_mode)) {
         snprintf(err, errlen, "%s is not a folder", buf);
         return -1;
     }
-    /* Someone else's folder in a shared place could let them replace our socket. */
-    if (st.st_uid != geteuid() && strncmp(buf, "/tmp/", 5) == 0) {
-        snprintf(err, errlen,
-                 "folder %s belongs to uid %u, not to us; remove it or choose "
-                 "another endpoint",
-                 buf, (unsigned)st.st_uid);
+    /* A folder someone else controls would let them replace our socket. */
+    if ((st.st_uid != geteuid() && st.st_uid != 0) ||
+        ((st.st_mode & S_IWOTH) && !(st.st_mode & S_ISVTX))) {
+        snprintf(err, errlen, "folder %s belongs to uid %u or is writable by others; use a "
+                 "folder of your own (e.g. $XDG_RUNTIME_DIR) or remove it", buf,
+                 (unsigned)st.st_uid);
         return -1;
     }
     return 0;

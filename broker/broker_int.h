@@ -91,6 +91,8 @@ typedef struct {
     module_t *caller_module;
     module_t *callee;
     uint32_t seq;
+    uint64_t tx;
+    uint8_t priority;
     int64_t deadline;
     char target[LC_ADDRESS_MAX + 1];
 } call_t;
@@ -216,6 +218,7 @@ void broker_on_done(broker_t *self, zmq_msg_t *f, conn_t *c, const lc_hdr_t *h);
 void broker_emit(broker_t *self, const char *event, json_t *args); /* source "broker" */
 void broker_pump(broker_t *self, module_t *m);
 void broker_idle_check(broker_t *self);
+int broker_subs_validate(json_t *patterns, char *err, size_t errlen);
 int broker_subs_set(broker_t *self, module_t *m, json_t *patterns, char *err, size_t errlen);
 void broker_subs_clear(broker_t *self, module_t *m);
 void broker_inflight_lost(broker_t *self, module_t *m); /* at a crash */

@@ -243,6 +243,8 @@ void broker_on_call(broker_t *self, zmq_msg_t *f, conn_t *c, const lc_hdr_t *h)
     call->caller_module = c->module;
     call->callee = callee;
     call->seq = h->seq;
+    call->tx = tx;
+    call->priority = h->priority ? h->priority : LC_PRIORITY_NORMAL;
     uint32_t tmo = h->timeout_ms ? h->timeout_ms : (uint32_t)self->cfg.call_timeout_ms;
     call->deadline = lc_mono_ms() + tmo;
     size_t tl = alen < LC_ADDRESS_MAX ? alen : LC_ADDRESS_MAX;
@@ -352,7 +354,7 @@ void broker_calls_gone(broker_t *self, module_t *m, const char *why)
         idmap_take_at(&self->calls, &i);
         if (call->caller_module != m) {
             self->stats.gone++;
-            lc_hdr_t req = {.seq = call->seq};
+            lc_hdr_t req = {.seq = call->seq, .tx = call->tx, .priority = call->priority};
             broker_error(self, call->caller, &req, call->id, LC_STATUS_GONE,
                          "module '%s' %s before answering %s", m->name, why, call->target);
         }

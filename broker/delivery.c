@@ -60,7 +60,7 @@ void broker_subs_clear(broker_t *self, module_t *m)
     }
 }
 
-int broker_subs_set(broker_t *self, module_t *m, json_t *patterns, char *err, size_t errlen)
+int broker_subs_validate(json_t *patterns, char *err, size_t errlen)
 {
     size_t i;
     json_t *v;
@@ -71,13 +71,21 @@ int broker_subs_set(broker_t *self, module_t *m, json_t *patterns, char *err, si
         bool wild = len && p[len - 1] == '*';
         if (!p || (wild ? (len > 1 && !broker_event_name_valid(p, len - 1))
                         : !broker_event_name_valid(p, len))) {
-            snprintf(err, errlen,
-                     "invalid subscription %zu: an event name of [a-z0-9_], or a "
-                     "prefix of one followed by '*'",
-                     i);
+            snprintf(err, errlen, "invalid subscription %zu: an event name of [a-z0-9_], or a "
+                     "prefix of one followed by '*'", i);
             return LC_STATUS_BAD_NAME;
         }
     }
+    return 0;
+}
+
+int broker_subs_set(broker_t *self, module_t *m, json_t *patterns, char *err, size_t errlen)
+{
+    size_t i;
+    json_t *v;
+    int st = broker_subs_validate(patterns, err, errlen);
+    if (st)
+        return st;
     broker_subs_clear(self, m);
     json_array_foreach(patterns, i, v)
     {

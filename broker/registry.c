@@ -304,6 +304,26 @@ static int s_methods_load(method_t **out, size_t *count, json_t *list, char *err
     return 0;
 }
 
+/* Checks what a HELLO declares (methods, subscriptions, window) without applying it. */
+static int s_validate(json_t *hello, char *err, size_t errlen)
+{
+    json_t *methods = json_object_get(hello, "methods");
+    json_t *events = json_object_get(hello, "events");
+    json_t *window = json_object_get(hello, "window");
+    if ((methods && !json_is_array(methods)) || (events && !json_is_array(events)) ||
+        (window && (!json_is_integer(window) || json_integer_value(window) < 1 ||
+                    json_integer_value(window) > 100000))) {
+        snprintf(err, errlen, "\"methods\" and \"events\" must be arrays, \"window\" an "
+                 "integer from 1 to 100000");
+        return LC_STATUS_MALFORMED;
+    }
+    method_t *list = NULL;
+    size_t n = 0;
+    int st = s_methods_load(&list, &n, methods, err, errlen);
+    free(list);
+    return st ? st : broker_subs_validate(events, err, errlen);
+}
+
 /* Applies what a HELLO declares (methods, subscriptions, window) to m. */
 static int s_declare(broker_t *self, module_t *m, json_t *hello, char *err, size_t errlen)
 {
@@ -451,6 +471,12 @@ void broker_on_hello(broker_t *self, zmq_msg_t *f, conn_t *c, const lc_hdr_t *h)
         goto done;
     }
 
+    /* A faulty HELLO must not cost a running module its registration. */
+    if ((st = s_validate(hello, err, sizeof err))) {
+        self->stats.refused++;
+        broker_error(self, to, h, 0, st, "%s", err);
+        goto done;
+    }
     module_t *m = broker_module_find(self, name, nlen);
     if (m && m->state != MS_GONE) {
         if (strcmp(m->token, token) == 0) {

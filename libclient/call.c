@@ -207,7 +207,16 @@ int lc_call(lc_client_t *self, const char *target, json_t *args, json_t **result
     if (!lcc_on_loop(self))
         return lcc_sat_call(self, target, payload, plen, result, tmo, deadline);
 
-    if ((rc = lcc_connect_until(self, deadline)) < 0) {
+    if ((rc = lcc_connect_until(self, deadline)) == 0 && self->max_payload &&
+        plen > self->max_payload) {
+        free(payload);
+        if (result)
+            *result = lcc_local_error(LC_STATUS_TOO_LARGE,
+                                      "arguments of %zu bytes are over the bus limit of %zu bytes",
+                                      plen, self->max_payload);
+        return LC_ETOOBIG;
+    }
+    if (rc < 0) {
         free(payload);
         if (result)
             *result = lcc_local_error(lc_errno_to_status(rc), "%s",
@@ -233,7 +242,6 @@ int lc_call(lc_client_t *self, const char *target, json_t *args, json_t **result
     lcc_inherit(self, &h, 0);
     rc = lcc_send(self->sock, &h, target, NULL, payload, plen, deadline);
     if (rc == 0) {
-        self->last_send = lc_mono_ms();
         rc = lcc_main_wait(self, s_call_done, p, deadline);
     }
     pthread_mutex_lock(&self->lock);
@@ -299,7 +307,6 @@ int lc_call_async(lc_client_t *self, const char *target, json_t *args, int timeo
     lcc_inherit(self, &h, 0);
     if (on_loop) {
         rc = lcc_send(self->sock, &h, target, NULL, payload, plen, p->deadline);
-        self->last_send = lc_mono_ms();
     } else {
         /* The answer goes to the loop thread, where the callback runs. */
         h.flags = LC_FLAG_REPLY_MAIN;
@@ -342,6 +349,18 @@ static int s_reply_send(lc_request_t *req, int type, int status, char *payload, 
             free(req);
         return 0;
     }
+    if (self->max_payload && plen > self->max_payload) {
+        /* The caller learns why instead of waiting for its deadline. */
+        char *text = NULL;
+        if (asprintf(&text, "{\"code\":-1,\"message\":\"answer of %zu bytes is over the bus "
+                            "limit of %zu bytes\"}", plen, self->max_payload) < 0)
+            text = NULL;
+        free(payload);
+        payload = text;
+        plen = text ? strlen(text) : 0;
+        type = LC_MSG_ERROR;
+        status = LC_STATUS_HANDLER;
+    }
     lc_hdr_t h = {.type = (uint8_t)type,
                   .status = (uint32_t)status,
                   .parent = req->hdr.id,
@@ -351,7 +370,6 @@ static int s_reply_send(lc_request_t *req, int type, int status, char *payload, 
     int rc;
     if (lcc_on_loop(self)) {
         rc = lcc_send(self->sock, &h, NULL, NULL, payload, plen, lc_mono_ms() + self->timeout_ms);
-        self->last_send = lc_mono_ms();
     } else {
         sat_t *sat = lcc_sat_get(self);
         int64_t deadline = lc_mono_ms() + self->timeout_ms;

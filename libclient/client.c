@@ -554,7 +554,6 @@ int lcc_send_hello(lc_client_t *self)
     int rc = lcc_send(self->sock, &h, self->name, NULL, text, strlen(text), 0);
     if (rc == 0) {
         s_set_reg(self, REG_SENT);
-        self->last_send = lc_mono_ms();
     }
     return rc;
 }

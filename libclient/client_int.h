@@ -128,7 +128,6 @@ struct lc_client {
     bool hb_running;
     int hb_stop_fd;
     atomic_bool need_hello; /* the heartbeat thread learnt that the broker forgot us */
-    int64_t last_send;      /* monotonic ms */
     char reg_message[256];
 
     method_t *methods;

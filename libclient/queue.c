@@ -141,7 +141,6 @@ static int s_send_item(lc_client_t *self, int type, const char *address, json_t 
         }
     }
     rc = lcc_send(self->sock, &h, address, NULL, payload, plen, deadline);
-    self->last_send = lc_mono_ms();
     if (confirm) {
         if (rc == 0)
             rc = lcc_main_wait(self, s_answered, p, deadline);
@@ -422,7 +421,6 @@ static void s_flush_done(lc_client_t *self, uint64_t started)
                   .parent = started};
     lcc_send(self->sock, &h, NULL, NULL, payload, payload ? n * DONE_RECORD : 0,
              lc_mono_ms() + self->timeout_ms);
-    self->last_send = lc_mono_ms();
 }
 
 static void s_start(lc_client_t *self, delivery_t *d)

@@ -93,9 +93,9 @@ static void s_call(lc_request_t *req, json_t *args, void *arg)
         lc_reply(req, result);
     else {
         /* The inner handler's own code, or the bus status number (see lc_call()). */
+        const char *msg = json_string_value(json_object_get(result, "message"));
         lc_reply_error(req, (int)json_integer_value(json_object_get(result, "code")), "%s: %s: %s",
-                       target, lc_strerror(rc),
-                       json_string_value(json_object_get(result, "message")));
+                       target, lc_strerror(rc), msg ? msg : "");
         json_decref(result);
     }
 }
