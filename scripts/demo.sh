@@ -38,6 +38,9 @@ In another terminal:
   $bin/lc call echo.sleep ms=500             # a deferred answer after 500 ms
   $bin/lc call echo.fail; echo \$?            # a handler error: exit status 1
   $bin/lc call broker.list --pretty          # the modules and their methods
+  $bin/lc listen '*' &                       # print every event on the bus
+  $bin/lc emit door_opened door=front        # an event to its subscribers
+  $bin/lc enqueue echo.record n=1            # a task through the broker's queue
 
 Logs: $run/broker.log, $run/echo.log
 Stop with Ctrl-C.
