@@ -407,12 +407,21 @@ void broker_on_event(broker_t *self, zmq_msg_t *f, conn_t *c, const lc_hdr_t *h)
                  self->cfg.max_queue);
         return;
     }
+    uint64_t id = broker_next_id(self);
+    bool is_exit = len == 4 && memcmp(name, "exit", 4) == 0;
+    if (!idmap_get(&self->subs_exact, broker_hash(name, len)) && !self->subs_wild && !is_exit) {
+        /* Nobody listens: no copy, no allocation. */
+        self->stats.events++;
+        if (h->flags & LC_FLAG_CONFIRM)
+            s_notice(self, c, h, id, LC_STATUS_OK, 0, name,
+                     json_pack("{s:i, s:[]}", "subscribers", 0, "dropped"));
+        return;
+    }
     blob_t *payload = blob_new(zmq_msg_data(&f[4]), zmq_msg_size(&f[4]));
     if (!payload) {
         s_refuse(self, c, h, name, LC_STATUS_INTERNAL, "broker out of memory");
         return;
     }
-    uint64_t id = broker_next_id(self);
     json_t *dropped = json_array();
     size_t offered =
         s_fanout(self, name, len, c->module, c->module->name, payload, h, id, true, dropped);
@@ -432,7 +441,7 @@ void broker_on_event(broker_t *self, zmq_msg_t *f, conn_t *c, const lc_hdr_t *h)
                  ndropped ? LC_FLAG_PARTIAL : 0, name, body);
     }
     json_decref(dropped);
-    if (len == 4 && memcmp(name, "exit", 4) == 0) {
+    if (is_exit) {
         char why[128];
         snprintf(why, sizeof why, "'exit' emitted by %s", c->module->name);
         broker_exit_start(self, why, false);
