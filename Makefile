@@ -5,6 +5,13 @@ PKGS := libzmq jansson
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
+# V=1 shows every command.
+ifeq ($(V),1)
+Q :=
+else
+Q := @
+endif
+
 WARN := -Wall -Wextra -Werror -Wmissing-declarations -Wshadow
 CFLAGS_ALL := -std=gnu11 $(OPT) $(WARN) -MMD -MP -D_GNU_SOURCE -Ilibclient $(PKG_CFLAGS) $(CFLAGS)
 LDFLAGS_ALL := $(LDFLAGS)
@@ -64,48 +71,57 @@ run: deps
 
 $(BUILD)/obj/libclient/%.o: libclient/%.c
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS_ALL) -fPIC -fvisibility=hidden -c $< -o $@
+	@echo "  CC      $<"
+	$(Q)$(CC) $(CFLAGS_ALL) -fPIC -fvisibility=hidden -c $< -o $@
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS_ALL) -c $< -o $@
+	@echo "  CC      $<"
+	$(Q)$(CC) $(CFLAGS_ALL) -c $< -o $@
 
 $(BUILD)/lib/liblc.so.$(SOVERSION): $(LIB_OBJ)
 	@mkdir -p $(@D)
-	$(CC) -shared -Wl,-soname,liblc.so.$(SOVERSION) $(LDFLAGS_ALL) -o $@ $^ $(PKG_LIBS) -lpthread
+	@echo "  LD      $@"
+	$(Q)$(CC) -shared -Wl,-soname,liblc.so.$(SOVERSION) $(LDFLAGS_ALL) -o $@ $^ $(PKG_LIBS) -lpthread
 
 $(BUILD)/lib/liblc.so: $(BUILD)/lib/liblc.so.$(SOVERSION)
-	ln -sf liblc.so.$(SOVERSION) $@
+	$(Q)ln -sf liblc.so.$(SOVERSION) $@
 
 $(BUILD)/lib/liblc.a: $(LIB_OBJ)
 	@mkdir -p $(@D)
-	rm -f $@
-	ar rcs $@ $^
+	@echo "  AR      $@"
+	$(Q)rm -f $@
+	$(Q)ar rcs $@ $^
 
 $(BUILD)/include/lc.h: libclient/lc.h
 	@mkdir -p $(@D)
-	cp $< $@
+	$(Q)cp $< $@
 
 # Programs link the static library: they run from the build tree without an rpath.
 $(BUILD)/bin/lc-broker: $(BROKER_SRC:%.c=$(BUILD)/obj/%.o) $(BUILD)/lib/liblc.a
 	@mkdir -p $(@D)
-	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(PKG_LIBS) -lpthread
+	@echo "  LD      $@"
+	$(Q)$(CC) $(LDFLAGS_ALL) -o $@ $^ $(PKG_LIBS) -lpthread
 
 $(BUILD)/bin/lc: $(LC_SRC:%.c=$(BUILD)/obj/%.o) $(BUILD)/lib/liblc.a
 	@mkdir -p $(@D)
-	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(PKG_LIBS) -lpthread
+	@echo "  LD      $@"
+	$(Q)$(CC) $(LDFLAGS_ALL) -o $@ $^ $(PKG_LIBS) -lpthread
 
 $(BUILD)/bin/lc-echo: $(ECHO_SRC:%.c=$(BUILD)/obj/%.o) $(BUILD)/lib/liblc.a
 	@mkdir -p $(@D)
-	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(PKG_LIBS) -lpthread
+	@echo "  LD      $@"
+	$(Q)$(CC) $(LDFLAGS_ALL) -o $@ $^ $(PKG_LIBS) -lpthread
 
 $(TEST_BIN): $(TEST_OBJ) $(BUILD)/lib/liblc.a $(BINS)
 	@mkdir -p $(@D)
-	$(CC) $(LDFLAGS_ALL) -o $@ $(TEST_OBJ) $(BUILD)/lib/liblc.a $(PKG_LIBS) -lcriterion -lpthread
+	@echo "  LD      $@"
+	$(Q)$(CC) $(LDFLAGS_ALL) -o $@ $(TEST_OBJ) $(BUILD)/lib/liblc.a $(PKG_LIBS) -lcriterion -lpthread
 
 $(BUILD)/obj/tests/%.o: tests/%.c
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS_ALL) -Itests -Ibroker -DLC_BUILD_DIR='"$(abspath $(BUILD))"' \
+	@echo "  CC      $<"
+	$(Q)$(CC) $(CFLAGS_ALL) -Itests -Ibroker -DLC_BUILD_DIR='"$(abspath $(BUILD))"' \
 	    -DLC_SOURCE_DIR='"$(abspath .)"' -DLC_SANITIZE=$(SANITIZE) -c $< -o $@
 
 install: all
