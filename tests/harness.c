@@ -1,4 +1,5 @@
 #include "harness.h"
+#include "wire.h" /* lc_mono_ms() */
 
 #include <criterion/criterion.h>
 #include <fcntl.h>
@@ -196,4 +197,145 @@ proc_t *h_echo(const char *name)
     h_wait_modules(c, name, NULL);
     lc_client_destroy(&c);
     return p;
+}
+
+proc_t *h_echo_with(const char *name, ...)
+{
+    char *argv[32];
+    int n = 0;
+    argv[n++] = BIN("lc-echo");
+    argv[n++] = "--name";
+    argv[n++] = (char *)name;
+    argv[n++] = "--bus";
+    argv[n++] = h_bus;
+    va_list ap;
+    va_start(ap, name);
+    const char *a;
+    while ((a = va_arg(ap, const char *)) && n < 31)
+        argv[n++] = (char *)a;
+    va_end(ap);
+    argv[n] = NULL;
+    proc_t *p = h_spawnv(name, argv);
+    lc_client_t *c = h_client();
+    int64_t deadline = lc_mono_ms() + 10000;
+    for (;;) {
+        cr_assert_eq(h_wait_exit(p, 0), -1, "lc-echo %s exited\n%s", name, h_log(p));
+        h_wait_modules(c, name, NULL);
+        /* This process (not a predecessor the broker has not buried yet), and ready:
+         * registered modules start inactive and become passive, then active. */
+        json_t *m = h_module(c, name);
+        const char *st = m ? json_string_value(json_object_get(m, "state")) : NULL;
+        bool ready = m && json_integer_value(json_object_get(m, "pid")) == p->pid &&
+                     (!st || strcmp(st, "passive") == 0 || strcmp(st, "active") == 0);
+        json_decref(m);
+        if (ready)
+            break;
+        cr_assert(lc_mono_ms() < deadline, "lc-echo %s (pid %d) is not listed\n%s", name,
+                  (int)p->pid, h_log(p));
+    }
+    lc_client_destroy(&c);
+    return p;
+}
+
+json_t *h_module(lc_client_t *c, const char *name)
+{
+    json_t *res = NULL;
+    int rc = lc_call(c, "broker.list", NULL, &res, 5000);
+    cr_assert_eq(rc, 0, "broker.list: %s", lc_strerror(rc));
+    json_t *found = NULL, *m;
+    size_t i;
+    json_array_foreach(json_object_get(res, "modules"), i, m)
+    {
+        const char *n = json_string_value(json_object_get(m, "name"));
+        if (n && strcmp(n, name) == 0)
+            found = json_incref(m);
+    }
+    json_decref(res);
+    return found;
+}
+
+json_int_t h_module_int(lc_client_t *c, const char *name, const char *key)
+{
+    json_t *m = h_module(c, name);
+    if (!m)
+        return -1;
+    json_t *v = json_object_get(m, key);
+    cr_assert(json_is_integer(v), "broker.list: module %s has no integer \"%s\"", name, key);
+    json_int_t value = json_integer_value(v);
+    json_decref(m);
+    return value;
+}
+
+void h_wait_module_int(lc_client_t *c, const char *name, const char *key, json_int_t value,
+                       int timeout_ms)
+{
+    int64_t deadline = lc_mono_ms() + timeout_ms;
+    json_int_t last;
+    while ((last = h_module_int(c, name, key)) != value)
+        cr_assert(lc_mono_ms() < deadline, "module %s: %s is %lld, not %lld, after %d ms", name,
+                  key, (long long)last, (long long)value, timeout_ms);
+}
+
+json_int_t h_stat(lc_client_t *c, const char *key)
+{
+    json_t *res = NULL;
+    int rc = lc_call(c, "broker.stats", NULL, &res, 5000);
+    cr_assert_eq(rc, 0, "broker.stats: %s", lc_strerror(rc));
+    json_t *v = json_object_get(res, key);
+    cr_assert(json_is_integer(v), "broker.stats has no integer \"%s\"", key);
+    json_int_t value = json_integer_value(v);
+    json_decref(res);
+    return value;
+}
+
+json_t *h_recorded(lc_client_t *c, const char *name)
+{
+    char target[128];
+    snprintf(target, sizeof target, "%s.recorded", name);
+    json_t *res = NULL;
+    int rc = lc_call(c, target, json_pack("{s:b}", "clear", 0), &res, 5000);
+    cr_assert_eq(rc, 0, "%s: %s (%s)", target, lc_strerror(rc),
+                 json_string_value(json_object_get(res, "message")));
+    json_t *entries = json_incref(json_object_get(res, "entries"));
+    json_decref(res);
+    cr_assert(json_is_array(entries), "%s answered no entries", target);
+    return entries;
+}
+
+json_t *h_wait_recorded(lc_client_t *c, const char *name, size_t n, int timeout_ms)
+{
+    int64_t deadline = lc_mono_ms() + timeout_ms;
+    for (;;) {
+        json_t *entries = h_recorded(c, name);
+        if (json_array_size(entries) >= n)
+            return entries;
+        size_t have = json_array_size(entries);
+        char *text = json_dumps(entries, JSON_COMPACT);
+        json_decref(entries);
+        if (lc_mono_ms() >= deadline) {
+            cr_log_error("%s recorded: %.3000s", name, text ? text : "?");
+            free(text);
+            cr_assert_fail("%s recorded %zu entries, not %zu, after %d ms", name, have, n,
+                           timeout_ms);
+        }
+        free(text);
+    }
+}
+
+void h_dispatch_until(lc_client_t *c, const int *count, int n, int timeout_ms, const char *what)
+{
+    int fd = lc_fd(c);
+    cr_assert_geq(fd, 0, "lc_fd: %s", lc_strerror(fd));
+    int64_t deadline = lc_mono_ms() + timeout_ms;
+    while (__atomic_load_n(count, __ATOMIC_ACQUIRE) < n) {
+        int64_t left = deadline - lc_mono_ms();
+        cr_assert_gt(left, 0, "%s: %d of %d within %d ms", what, *count, n, timeout_ms);
+        int t = lc_timeout(c);
+        if (t < 0 || t > left)
+            t = (int)left;
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        poll(&p, 1, t);
+        int rc = lc_dispatch(c);
+        cr_assert_geq(rc, 0, "lc_dispatch: %s", lc_strerror(rc));
+    }
 }

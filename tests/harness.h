@@ -49,6 +49,33 @@ void h_wait_modules(lc_client_t *c, ...);
 /* A connected anonymous client on h_bus. */
 lc_client_t *h_client(void);
 
+/* Starts lc-echo as `name` with extra options (NULL-terminated, e.g. "--window", "1") and
+ * waits until the broker lists `name` as this very process (its pid), passive or active. */
+proc_t *h_echo_with(const char *name, ...);
+
+/* The broker.list entry of module `name` (a new reference), or NULL if it is not listed. */
+json_t *h_module(lc_client_t *c, const char *name);
+
+/* An integer field of module `name` in broker.list; -1 if the module is not listed. */
+json_int_t h_module_int(lc_client_t *c, const char *name, const char *key);
+
+/* Waits until broker.list shows `name` with integer field `key` equal to value. */
+void h_wait_module_int(lc_client_t *c, const char *name, const char *key, json_int_t value,
+                       int timeout_ms);
+
+/* A counter of broker.stats. */
+json_int_t h_stat(lc_client_t *c, const char *key);
+
+/* What lc-echo `name` recorded so far (without clearing it): a new reference to the array. */
+json_t *h_recorded(lc_client_t *c, const char *name);
+
+/* Waits until lc-echo `name` recorded at least n entries; returns them (a new reference). */
+json_t *h_wait_recorded(lc_client_t *c, const char *name, size_t n, int timeout_ms);
+
+/* Runs the client's loop (poll on lc_fd, then lc_dispatch) until *count >= n; fails the test
+ * after timeout_ms, naming `what`. Loop thread only. */
+void h_dispatch_until(lc_client_t *c, const int *count, int n, int timeout_ms, const char *what);
+
 /* Contents of a process log (static buffer), for failure messages. */
 const char *h_log(proc_t *p);
 

@@ -199,6 +199,7 @@ Test(robust, kill9_and_restart_under_same_name)
     s_wait_listed(c, "re", "pid", fresh->pid, 10000);
     cr_assert_eq(h_wait_exit(fresh, 0), -1, "the restarted module exited\n%s", h_log(fresh));
     cr_assert(!s_log_has(fresh, "taken"), "%s", h_log(fresh));
+    h_wait_modules(c, "re", NULL); /* registered, then ready: its startup may take a moment */
     s_echo_ok(c, "re.echo");
     lc_client_destroy(&c);
 }

@@ -158,10 +158,8 @@ static void s_hold(lc_request_t *req, json_t *args, void *arg)
     json_array_append_new(s_held, json_integer((json_int_t)(intptr_t)req));
 }
 
-static void s_release(lc_request_t *req, json_t *args, void *arg)
+static size_t s_release_all(void)
 {
-    (void)args;
-    (void)arg;
     size_t i, n = json_array_size(s_held);
     json_t *v;
     json_array_foreach(s_held, i, v)
@@ -169,7 +167,14 @@ static void s_release(lc_request_t *req, json_t *args, void *arg)
         lc_done((lc_request_t *)(intptr_t)json_integer_value(v));
     }
     json_array_clear(s_held);
-    lc_reply(req, json_pack("{s:I}", "released", (json_int_t)n));
+    return n;
+}
+
+static void s_release(lc_request_t *req, json_t *args, void *arg)
+{
+    (void)args;
+    (void)arg;
+    lc_reply(req, json_pack("{s:I}", "released", (json_int_t)s_release_all()));
 }
 
 /* The client the signal thread stops; cleared (under the lock) before it is destroyed. */
@@ -325,6 +330,7 @@ int main(int argc, char **argv)
     pthread_detach(thread); /* lc_run also returns after the bus shut the module down */
     int rc = lc_run(client);
     s_forget_client();
+    s_release_all(); /* nothing is left open at the end */
     if (rc < 0) {
         fprintf(stderr, "lc-echo: cannot serve as '%s' on %s: %s\n", name,
                 lc_client_endpoint(client), lc_strerror(rc));
