@@ -59,7 +59,9 @@ test: deps
 # Same suite under AddressSanitizer and UndefinedBehaviorSanitizer.
 check-asan: deps
 	@$(MAKE) --no-print-directory BUILD=build-asan SANITIZE=1 all tests
-	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 scripts/run-tests.sh build-asan
+	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
+	    LSAN_OPTIONS=suppressions=$(abspath tests/lsan.supp):print_suppressions=0 \
+	    scripts/run-tests.sh build-asan
 
 check: test check-asan
 
