@@ -1,7 +1,7 @@
 # lc: build everything into $(BUILD)/. See lc.mk for the settings.
 include lc.mk
 
-PKGS := libzmq jansson
+PKGS := libzmq jansson yaml-0.1
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
@@ -13,7 +13,7 @@ Q := @
 endif
 
 WARN := -Wall -Wextra -Werror -Wmissing-declarations -Wshadow
-CFLAGS_ALL := -std=gnu11 $(OPT) $(WARN) -MMD -MP -D_GNU_SOURCE -Ilibclient $(PKG_CFLAGS) $(CFLAGS)
+CFLAGS_ALL := -std=gnu11 $(OPT) $(WARN) -MMD -MP -D_GNU_SOURCE -Ilibclient -Iconfig $(PKG_CFLAGS) $(CFLAGS)
 LDFLAGS_ALL := $(LDFLAGS)
 ifeq ($(SANITIZE),1)
 CFLAGS_ALL += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
@@ -24,7 +24,7 @@ SOVERSION := 0
 VERSION := $(shell sed -n 's/^\#define LC_VERSION "\(.*\)"/\1/p' libclient/lc.h)
 LIB_SRC := libclient/client.c libclient/call.c libclient/queue.c libclient/lifecycle.c \
            libclient/thread.c libclient/timer.c \
-           libclient/wire.c libclient/idmap.c libclient/heap.c
+           libclient/wire.c libclient/idmap.c libclient/heap.c config/cfg.c
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 
 BROKER_SRC := broker/main.c broker/broker.c broker/registry.c broker/calls.c broker/delivery.c \
@@ -70,6 +70,11 @@ tests: $(TEST_BIN)
 run: deps
 	@$(MAKE) --no-print-directory all
 	@scripts/demo.sh $(BUILD)
+
+$(BUILD)/obj/config/%.o: config/%.c
+	@mkdir -p $(@D)
+	@echo "  CC      $<"
+	$(Q)$(CC) $(CFLAGS_ALL) -fPIC -fvisibility=hidden -c $< -o $@
 
 $(BUILD)/obj/libclient/%.o: libclient/%.c
 	@mkdir -p $(@D)
