@@ -23,6 +23,7 @@ endif
 SOVERSION := 0
 VERSION := $(shell sed -n 's/^\#define LC_VERSION "\(.*\)"/\1/p' libclient/lc.h)
 LIB_SRC := libclient/client.c libclient/call.c libclient/queue.c libclient/lifecycle.c \
+           libclient/module.c \
            libclient/thread.c libclient/timer.c \
            libclient/wire.c libclient/idmap.c libclient/heap.c config/cfg.c
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <signal.h>
 #include <sys/random.h>
 #include <unistd.h>
 
@@ -295,12 +296,27 @@ lc_client_t *lc_client_new(const char *name, const char *endpoint)
         return NULL;
     }
 
+    self->signal_fd = -1;
+    self->handle_signals = true;
+    self->log_level = LC_LOG_INFO;
+    const char *level = getenv("LC_LOG_LEVEL");
+    if (level && lc_log_level_parse(level) >= 0)
+        self->log_level = lc_log_level_parse(level);
     self->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     self->ctx = zmq_ctx_new();
     if (self->wake_fd < 0 || !self->ctx)
         goto fail;
     zmq_ctx_set(self->ctx, ZMQ_BLOCKY, 0);
+    /* ZeroMQ starts its I/O thread with the first socket: with the loop's signals blocked,
+     * so that they reach the loop's signalfd and never that thread. */
+    sigset_t block, old;
+    sigemptyset(&block);
+    sigaddset(&block, SIGTERM);
+    sigaddset(&block, SIGINT);
+    sigaddset(&block, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &block, &old);
     self->sock = zmq_socket(self->ctx, ZMQ_DEALER);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (!self->sock)
         goto fail;
     int one = 1, linger = 1000, hwm = 100000, ivl = 100;
@@ -391,6 +407,9 @@ void lc_client_destroy(lc_client_t **self_p)
     }
     free(self->methods);
     lcc_queue_clear(self);
+    lcc_config_free(self);
+    if (self->signal_fd >= 0)
+        close(self->signal_fd);
     free(self->handlers);
     free(self->done);
     pthread_cond_destroy(&self->reg_cond);
@@ -774,6 +793,8 @@ int lc_dispatch(lc_client_t *self)
     assert(self && self->tag == CLIENT_TAG);
     if (!lcc_on_loop(self))
         return LC_EINVAL;
+    if (self->signal_fd >= 0)
+        lcc_signals_read(self);
     return s_dispatch(self);
 }
 
@@ -806,12 +827,14 @@ int lc_fd(lc_client_t *self)
     int efd = epoll_create1(EPOLL_CLOEXEC);
     if (efd < 0)
         return -errno;
-    int fds[3] = {self->wake_fd, -1, -1};
+    if (self->handle_signals && self->signal_fd < 0)
+        lcc_signals_setup(self);
+    int fds[4] = {self->wake_fd, -1, -1, self->signal_fd};
     size_t len = sizeof(int);
     zmq_getsockopt(self->sock, ZMQ_FD, &fds[1], &len);
     len = sizeof(int);
     zmq_getsockopt(self->monitor, ZMQ_FD, &fds[2], &len);
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < 4 && fds[i] >= 0; i++) {
         struct epoll_event ev = {.events = EPOLLIN, .data.fd = fds[i]};
         if (epoll_ctl(efd, EPOLL_CTL_ADD, fds[i], &ev) < 0) {
             int err = errno;
@@ -829,15 +852,21 @@ int lc_run(lc_client_t *self)
     assert(self && self->tag == CLIENT_TAG);
     if (!lcc_on_loop(self))
         return LC_EINVAL;
+    if (self->handle_signals && self->signal_fd < 0 && lcc_signals_setup(self) < 0)
+        lc_log(self, LC_LOG_WARNING, "signals are not handled: %s", strerror(errno));
     int rc = lcc_connect_until(self, s_deadline(self, 0));
     if (rc < 0)
         return rc;
     while (!atomic_load(&self->stop)) {
-        zmq_pollitem_t items[3] = {{self->sock, 0, ZMQ_POLLIN, 0},
+        zmq_pollitem_t items[4] = {{self->sock, 0, ZMQ_POLLIN, 0},
                                    {self->monitor, 0, ZMQ_POLLIN, 0},
-                                   {NULL, self->wake_fd, ZMQ_POLLIN, 0}};
-        if (zmq_poll(items, 3, lc_timeout(self)) < 0 && errno != EINTR)
+                                   {NULL, self->wake_fd, ZMQ_POLLIN, 0},
+                                   {NULL, self->signal_fd, ZMQ_POLLIN, 0}};
+        if (zmq_poll(items, self->signal_fd >= 0 ? 4 : 3, lc_timeout(self)) < 0 &&
+            errno != EINTR)
             return LC_ENOBUS;
+        if (self->signal_fd >= 0 && items[3].revents)
+            lcc_signals_read(self);
         rc = s_dispatch(self);
         if (rc < 0)
             return rc;

@@ -12,6 +12,8 @@
 #include "wire.h"
 
 #include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <zmq.h>
 
@@ -169,7 +171,21 @@ struct lc_client {
     struct {
         lc_hook_fn *fn;
         void *arg;
-    } hooks[5];
+    } hooks[6];
+    int log_level;
+    bool syslog;
+    bool handle_signals;
+    int signal_fd;
+    struct {
+        lc_signal_fn *fn;
+        void *arg;
+    } signals[64];
+    struct cfg_node *cfg_root;    /* the system file, or NULL */
+    struct cfg_node *cfg_section; /* modules.<name>.config in it */
+    json_t *cfg_changes;          /* lc_config_set() since the last save */
+    bool cfg_loaded;
+    char *cfg_file, *state_file;
+    int cfg_errors;
     struct lc_thread *threads;
     int nthreads, max_threads;
     lc_notice_fn *notice_fn;
@@ -198,6 +214,13 @@ void lcc_on_state(lc_client_t *self, inmsg_t *m); /* a command from the broker *
 void lcc_lifecycle_step(lc_client_t *self);       /* at the top of the loop */
 void lcc_threads_stop(lc_client_t *self, int phase);
 const char *lcc_state_name(int state);
+int lcc_signals_setup(lc_client_t *self);
+void lcc_signals_read(lc_client_t *self);
+void lcc_shutdown_self(lc_client_t *self);
+const char *lcc_state_file(lc_client_t *self);
+void lcc_config_free(lc_client_t *self);
+void lc_logv(lc_client_t *self, int level, const char *fmt, va_list ap);
+int lcc_thread_create(pthread_t *tid, void *(*fn)(void *), void *arg); /* signals blocked */
 void lcc_queue_push(lc_client_t *self, inmsg_t *m);     /* takes the payload */
 void lcc_queue_run(lc_client_t *self);                   /* starts what the slots allow */
 void lcc_queue_clear(lc_client_t *self);

@@ -252,7 +252,14 @@ LC_EXPORT void lc_client_set_window(lc_client_t *self, int n);
  *  LC_HOOK_DEACTIVATE  active -> passive (the system is stopping): stop producing
  *  LC_HOOK_SHUTDOWN    last: release everything; lc_run() then returns 0
  * An anonymous client has no lifecycle: it is active from its registration. */
-enum { LC_HOOK_STARTUP, LC_HOOK_PASSIVE, LC_HOOK_ACTIVE, LC_HOOK_DEACTIVATE, LC_HOOK_SHUTDOWN };
+enum {
+    LC_HOOK_STARTUP,
+    LC_HOOK_PASSIVE,
+    LC_HOOK_ACTIVE,
+    LC_HOOK_DEACTIVATE,
+    LC_HOOK_SHUTDOWN,
+    LC_HOOK_RELOAD /* SIGHUP, after the configuration was read again */
+};
 typedef void(lc_hook_fn)(lc_client_t *self, void *arg);
 LC_EXPORT int lc_hook(lc_client_t *self, int which, lc_hook_fn *fn, void *arg);
 
@@ -281,6 +288,62 @@ LC_EXPORT bool lc_thread_stopping(lc_thread_t *thread);
 LC_EXPORT int lc_thread_fd(lc_thread_t *thread); /* readable once asked to stop */
 LC_EXPORT lc_client_t *lc_thread_client(lc_thread_t *thread);
 LC_EXPORT void lc_client_set_max_threads(lc_client_t *self, int n);
+
+/* ---- A module's process: name, log, signals, configuration --------------------------- */
+
+/* For a module's main(): takes --name NAME, --bus EP, --config FILE and --log-level LEVEL
+ * out of argv (removing them; *argc is updated), falling back on LC_MODULE, LC_BUS,
+ * LC_CONFIG and LC_LOG_LEVEL from the environment (set by lc-launch), then on
+ * default_name and the default endpoint. Returns the client, or NULL with errno set and a
+ * message on stderr. Caller owns it (lc_client_destroy()). */
+LC_EXPORT lc_client_t *lc_module_new(const char *default_name, int *argc, char **argv);
+
+/* Log levels, most severe first. */
+enum { LC_LOG_CRITICAL, LC_LOG_ERROR, LC_LOG_WARNING, LC_LOG_INFO, LC_LOG_DEBUG };
+
+/* Writes "time module LEVEL: message" to stderr (one write per line; lc-launch collects
+ * it), or to syslog. Messages below the client's level (default LC_LOG_INFO, or
+ * $LC_LOG_LEVEL) are skipped. self may be NULL. Safe from any thread. */
+LC_EXPORT void lc_log(lc_client_t *self, int level, const char *fmt, ...) LC_PRINTF(3, 4);
+LC_EXPORT void lc_client_set_log_level(lc_client_t *self, int level);
+LC_EXPORT void lc_client_set_syslog(lc_client_t *self, bool on);
+/* "critical", "error", "warning", "info", "debug" (any case) -> LC_LOG_*, or -1. */
+LC_EXPORT int lc_log_level_parse(const char *name);
+
+/* Signals arrive on the loop as ordinary callbacks (through a signalfd; never inside a
+ * signal handler). By default lc_run() takes SIGTERM and SIGINT (the module shuts down:
+ * deactivate and shutdown hooks, then lc_run() returns 0) and SIGHUP (the configuration
+ * is read again, then LC_HOOK_RELOAD). lc_on_signal() takes any other signal, or replaces
+ * those defaults. The signals are blocked in the loop thread and in liblc's threads; a
+ * module that starts threads of its own before lc_client_new() must block them there.
+ * lc_client_set_signals(self, false) leaves signals alone. Loop thread only. */
+typedef void(lc_signal_fn)(lc_client_t *self, int signum, void *arg);
+LC_EXPORT int lc_on_signal(lc_client_t *self, int signum, lc_signal_fn *fn, void *arg);
+LC_EXPORT void lc_client_set_signals(lc_client_t *self, bool handle);
+
+/* Configuration: the module's own section of the system file (modules.<name>.config),
+ * read at the first getter from $LC_CONFIG (or lc_config_load()). Paths are dotted
+ * ("outputs.17.initial"); one starting with '/' reads from the file's root. Missing or
+ * null gives the default; a value of another type is logged with file:line:col and gives
+ * the default too (lc_config_errors() counts them). Without a system file the module
+ * runs on its defaults, with a warning. Strings are borrowed until the next load. */
+LC_EXPORT int lc_config_load(lc_client_t *self, const char *path);
+LC_EXPORT int lc_config_reload(lc_client_t *self);
+LC_EXPORT const char *lc_config_file(lc_client_t *self); /* NULL without one */
+LC_EXPORT const char *lc_config_str(lc_client_t *self, const char *path, const char *def);
+LC_EXPORT long long lc_config_int(lc_client_t *self, const char *path, long long def);
+LC_EXPORT double lc_config_double(lc_client_t *self, const char *path, double def);
+LC_EXPORT bool lc_config_bool(lc_client_t *self, const char *path, bool def);
+/* A list or map (or any value) as JSON; NULL if missing. Caller owns it. */
+LC_EXPORT json_t *lc_config_json(lc_client_t *self, const char *path);
+LC_EXPORT int lc_config_errors(lc_client_t *self);
+
+/* Changes a setting of the module's own section (value stolen) for the getters at once,
+ * and lc_config_save() keeps the changes in the module's state file
+ * (<folder of the system file>/<module>.state.json, or $LC_STATE_DIR), which is laid
+ * over the section at every load. The system file itself is never rewritten. */
+LC_EXPORT int lc_config_set(lc_client_t *self, const char *path, json_t *value);
+LC_EXPORT int lc_config_save(lc_client_t *self);
 
 /* ---- Timers ------------------------------------------------------------------------- */
 

@@ -148,8 +148,8 @@ lc_thread_t *lc_thread_start(lc_client_t *self, int phase, lc_thread_fn *fn, voi
     }
     int max = self->max_threads > 0 ? self->max_threads : 10;
     if (self->nthreads >= max) {
-        fprintf(stderr, "lc: %s: cannot start another worker thread: %d are running, the "
-                "limit (lc_client_set_max_threads)\n", lc_client_name(self), self->nthreads);
+        lc_log(self, LC_LOG_ERROR, "cannot start another worker thread: %d are running, the "
+               "limit (lc_client_set_max_threads)", self->nthreads);
         errno = EBUSY;
         return NULL;
     }
@@ -161,7 +161,7 @@ lc_thread_t *lc_thread_start(lc_client_t *self, int phase, lc_thread_fn *fn, voi
     t->fn = fn;
     t->arg = arg;
     t->stop_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (t->stop_fd < 0 || pthread_create(&t->tid, NULL, s_thread_main, t) != 0) {
+    if (t->stop_fd < 0 || lcc_thread_create(&t->tid, s_thread_main, t) != 0) {
         int err = errno;
         if (t->stop_fd >= 0)
             close(t->stop_fd);
@@ -211,8 +211,8 @@ void lcc_threads_stop(lc_client_t *self, int phase)
             continue;
         }
         if (pthread_timedjoin_np(t->tid, NULL, &deadline) != 0) {
-            fprintf(stderr, "lc: %s: a worker thread did not stop within %d ms; it is left "
-                    "running\n", lc_client_name(self), THREAD_JOIN_MS);
+            lc_log(self, LC_LOG_ERROR, "a worker thread did not stop within %d ms; it is left "
+                   "running", THREAD_JOIN_MS);
             pthread_detach(t->tid);
             *pp = t->next; /* its record stays allocated: the thread may still read it */
             self->nthreads--;
@@ -223,4 +223,16 @@ void lcc_threads_stop(lc_client_t *self, int phase)
         free(t);
         self->nthreads--;
     }
+}
+
+void lcc_shutdown_self(lc_client_t *self)
+{
+    /* SIGTERM to one module stops that module alone, through its own hooks. */
+    if (!self->name[0] || !self->started) {
+        lc_stop(self);
+        return;
+    }
+    if (self->ncmds < (int)(sizeof self->cmds / sizeof self->cmds[0]))
+        self->cmds[self->ncmds++] = CMD_SHUTDOWN;
+    lcc_wake(self);
 }

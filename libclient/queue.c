@@ -78,10 +78,9 @@ static int s_send_item(lc_client_t *self, int type, const char *address, json_t 
     bool in_handler = lcc_on_loop(self) && self->depth > 0;
     if (self->name[0] && self->state != LC_STATE_ACTIVE && !in_handler) {
         free(payload);
-        fprintf(stderr, "lc: %s: %s %s refused: the module is %s, not active (send from a "
-                "handler, or after activation)\n", lc_client_name(self),
-                type == LC_MSG_TASK ? "task" : "event", address,
-                self->state ? lcc_state_name(self->state) : "not started");
+        lc_log(self, LC_LOG_ERROR, "%s %s refused: the module is %s, not active (send from a "
+               "handler, or after activation)", type == LC_MSG_TASK ? "task" : "event", address,
+               self->state ? lcc_state_name(self->state) : "not started");
         return s_fail(info, LC_ENOTACTIVE, "the module is not active: %s refused", address);
     }
     int tmo = timeout_ms > 0 ? timeout_ms : self->timeout_ms;
@@ -320,9 +319,8 @@ void lcc_on_notice(lc_client_t *self, inmsg_t *m)
             self->notices_logged = 0;
         }
         if (self->notices_logged++ < NOTICE_LOG_PER_SECOND)
-            fprintf(stderr, "lc: %s: %s %s: %s\n", lc_client_name(self), m->address,
-                    partial ? "partly lost" : "refused",
-                    json_string_value(json_object_get(info, "message")));
+            lc_log(self, LC_LOG_ERROR, "%s %s: %s", m->address, partial ? "partly lost" : "refused",
+                   json_string_value(json_object_get(info, "message")));
     }
     json_decref(info);
 }

@@ -45,7 +45,7 @@ void lcc_heartbeat_start(lc_client_t *self)
 {
     if (self->hb_stop_fd < 0)
         self->hb_stop_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (self->hb_stop_fd >= 0 && pthread_create(&self->hb_thread, NULL, s_heartbeat, self) == 0)
+    if (self->hb_stop_fd >= 0 && lcc_thread_create(&self->hb_thread, s_heartbeat, self) == 0)
         self->hb_running = true;
 }
 
@@ -258,5 +258,19 @@ int lcc_sat_call(lc_client_t *self, const char *target, char *payload, size_t pl
         *result = err;
     else
         json_decref(err);
+    return rc;
+}
+
+int lcc_thread_create(pthread_t *tid, void *(*fn)(void *), void *arg)
+{
+    /* The loop's signals stay blocked in every thread liblc starts. */
+    sigset_t block, old;
+    sigemptyset(&block);
+    sigaddset(&block, SIGTERM);
+    sigaddset(&block, SIGINT);
+    sigaddset(&block, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &block, &old);
+    int rc = pthread_create(tid, NULL, fn, arg);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
     return rc;
 }

@@ -177,36 +177,9 @@ static void s_release(lc_request_t *req, json_t *args, void *arg)
     lc_reply(req, json_pack("{s:I}", "released", (json_int_t)s_release_all()));
 }
 
-/* The client the signal thread stops; cleared (under the lock) before it is destroyed. */
-static pthread_mutex_t s_lock = PTHREAD_MUTEX_INITIALIZER;
-static lc_client_t *s_client;
-
-static void *s_signal_thread(void *arg)
-{
-    (void)arg;
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGINT);
-    int sig;
-    sigwait(&set, &sig);
-    pthread_mutex_lock(&s_lock);
-    if (s_client)
-        lc_stop(s_client);
-    pthread_mutex_unlock(&s_lock);
-    return NULL;
-}
-
-static void s_forget_client(void)
-{
-    pthread_mutex_lock(&s_lock);
-    s_client = NULL;
-    pthread_mutex_unlock(&s_lock);
-}
-
 static void s_usage(FILE *out)
 {
-    fprintf(out, "Usage: lc-echo [--name NAME] [--bus EP]\n"
+    fprintf(out, "Usage: lc-echo [--name NAME] [--bus EP] [--config FILE] [OPTION]...\n"
                  "An example module. Methods:\n"
                  "  echo          answers with its arguments\n"
                  "  fail          answers with error code 42 (or \"code\") and a message\n"
@@ -216,12 +189,14 @@ static void s_usage(FILE *out)
                  "  call target=MODULE.METHOD [args=OBJECT]  calls another method, answers with "
                  "its result\n"
                  "\n"
-                 "  -n, --name NAME   module name (default: echo)\n"
+                 "  --name NAME       module name (default: $LC_MODULE, else echo)\n"
+            "  --config FILE     system file (default: $LC_CONFIG)\n"
+            "  --log-level L     critical, error, warning, info or debug (default: info)\n"
             "  -l, --listen PAT  record events matching PAT (a name or a prefix ending in '*');\n"
             "                    may be repeated\n"
             "  -c, --concurrency N  task and event handlers at once (default 1)\n"
             "  -w, --window N    items the broker may deliver ahead (default 64)\n"
-                 "  -b, --bus EP      bus endpoint (default: $LC_BUS or the per-user socket)\n"
+                 "  --bus EP          bus endpoint (default: $LC_BUS or the per-user socket)\n"
                  "  -h, --help        show this help and exit\n"
                  "  -V, --version     show the version and exit\n"
                  "Stops on SIGTERM or SIGINT. See lc-echo(1).\n");
@@ -230,9 +205,12 @@ static void s_usage(FILE *out)
 int main(int argc, char **argv)
 {
     prog = "lc-echo";
+    /* --name, --bus, --config and --log-level (or LC_MODULE, LC_BUS, LC_CONFIG,
+     * LC_LOG_LEVEL) are taken out of argv by liblc first. */
+    lc_client_t *client = lc_module_new("echo", &argc, argv);
+    if (!client)
+        return 2;
     static const struct option longopts[] = {
-        {"name", required_argument, NULL, 'n'},
-        {"bus", required_argument, NULL, 'b'},
         {"listen", required_argument, NULL, 'l'},
         {"concurrency", required_argument, NULL, 'c'},
         {"window", required_argument, NULL, 'w'},
@@ -240,11 +218,10 @@ int main(int argc, char **argv)
         {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
     };
-    const char *name = "echo", *bus = NULL;
     const char *patterns[16];
     int npatterns = 0, concurrency = 1, window = 64;
     int opt;
-    while ((opt = getopt_long(argc, argv, "n:b:l:c:w:hV", longopts, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "l:c:w:hV", longopts, NULL)) != -1) {
         switch (opt) {
         case 'l':
             if (npatterns == 16)
@@ -261,36 +238,25 @@ int main(int argc, char **argv)
             if (window < 1)
                 die(2, "--window expects a positive number");
             break;
-        case 'n':
-            name = optarg;
-            break;
-        case 'b':
-            bus = optarg;
-            break;
         case 'h':
             s_usage(stdout);
+            lc_client_destroy(&client);
             return 0;
         case 'V':
             printf("lc-echo %s\n", LC_VERSION);
+            lc_client_destroy(&client);
             return 0;
         default:
             fprintf(stderr, "Try 'lc-echo --help'.\n");
+            lc_client_destroy(&client);
             return 2;
         }
     }
-    if (optind < argc)
-        die(2, "unexpected argument '%s'", argv[optind]);
-
-    /* Signals go to one thread, which stops the loop; block them before threads start. */
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGINT);
-    pthread_sigmask(SIG_BLOCK, &set, NULL);
-
-    lc_client_t *client = lc_client_new(name, bus);
-    if (!client)
-        die(2, "invalid module name '%s' or bus endpoint", name);
+    if (optind < argc) {
+        fprintf(stderr, "lc-echo: unexpected argument '%s'\n", argv[optind]);
+        lc_client_destroy(&client);
+        return 2;
+    }
     lc_method(client, "echo", s_echo, NULL);
     lc_method_doc(client, "echo", "answers with its arguments", NULL);
     lc_method(client, "fail", s_fail, NULL);
@@ -324,15 +290,11 @@ int main(int argc, char **argv)
     lc_client_set_concurrency(client, concurrency);
     lc_client_set_window(client, window);
 
-    s_client = client;
-    pthread_t thread;
-    pthread_create(&thread, NULL, s_signal_thread, NULL);
-    pthread_detach(thread); /* lc_run also returns after the bus shut the module down */
+    /* SIGTERM or SIGINT shut the module down through liblc; lc_run then returns 0. */
     int rc = lc_run(client);
-    s_forget_client();
     s_release_all(); /* nothing is left open at the end */
     if (rc < 0) {
-        fprintf(stderr, "lc-echo: cannot serve as '%s' on %s: %s\n", name,
+        fprintf(stderr, "lc-echo: cannot serve as '%s' on %s: %s\n", lc_client_name(client),
                 lc_client_endpoint(client), lc_strerror(rc));
         lc_client_destroy(&client);
         json_decref(s_log);
