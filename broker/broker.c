@@ -506,6 +506,7 @@ void broker_destroy(broker_t **self_p)
     broker_calls_clear(self);
     broker_registry_clear(self);
     json_decref(self->expected);
+    json_decref(self->stop_order);
     idmap_clear(&self->conns);
     idmap_clear(&self->modules);
     idmap_clear(&self->calls);

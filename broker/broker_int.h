@@ -64,6 +64,7 @@ struct module {
     json_t *doc; /* the methods as registered, for broker.list */
     sub_t *subs;
     bool anonymous;
+    bool tool; /* no lifecycle: anonymous clients and "lifecycle": false (the launcher) */
     bool has_creds;
     int pid, uid, gid;
     int pidfd;
@@ -149,6 +150,7 @@ struct broker {
 
     /* Start-up with a launcher: activate together once all expected are passive. */
     json_t *expected; /* names, or NULL with a bare broker */
+    json_t *stop_order; /* the launcher's start order: shutdown goes the other way */
     int64_t expect_deadline;
 
     /* The exit sequence (decision 11). */

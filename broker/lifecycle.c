@@ -35,7 +35,7 @@ void broker_set_state(broker_t *self, module_t *m, int state)
     if (m->state == state)
         return;
     m->state = state;
-    if (!m->anonymous)
+    if (!m->tool)
         broker_emit(self, "module_state",
                     json_pack("{s:s, s:s}", "module", m->name, "state", broker_state_name(state)));
     broker_pump(self, m); /* a passive module may receive */
@@ -106,6 +106,8 @@ void broker_expect(broker_t *self, json_t *modules, int timeout_ms)
 {
     json_decref(self->expected);
     self->expected = json_incref(modules);
+    json_decref(self->stop_order);
+    self->stop_order = json_incref(modules);
     self->expect_deadline = lc_mono_ms() + (timeout_ms > 0 ? timeout_ms : self->cfg.start_timeout_ms);
     broker_activate_check(self, NULL);
 }
@@ -118,7 +120,7 @@ void broker_on_state(broker_t *self, zmq_msg_t *f, conn_t *c, const lc_hdr_t *h)
     if (n < sizeof name)
         memcpy(name, zmq_msg_data(&f[2]), n);
     int state = broker_state_parse(name);
-    if (!c->is_main || m->anonymous || !state) {
+    if (!c->is_main || m->tool || !state) {
         self->stats.malformed++;
         broker_error(self, c, h, 0, LC_STATUS_MALFORMED,
                      "STATE must come from a module's main connection and name inactive, "
@@ -145,17 +147,25 @@ void broker_exit_start(broker_t *self, const char *why, bool emit)
         broker_emit(self, "exit", json_pack("{s:s}", "reason", why));
     for (size_t k = 0; k < self->modules.cap; k++)
         for (module_t *m = self->modules.values[k]; m; m = m->next_hash)
-            if (m->state == MS_ACTIVE && !m->anonymous)
+            if (m->state == MS_ACTIVE && !m->tool)
                 s_command(self, m, "deactivate");
 }
 
 /* The next module to shut down: the latest registered that is still there. */
 static module_t *s_next_to_stop(broker_t *self)
 {
+    /* The launcher's order (its dependency order) goes first, backwards... */
+    for (size_t i = json_array_size(self->stop_order); i-- > 0;) {
+        const char *n = json_string_value(json_array_get(self->stop_order, i));
+        module_t *m = n ? broker_module_find(self, n, strlen(n)) : NULL;
+        if (m && !m->tool && m->main && m->state != MS_INACTIVE)
+            return m;
+    }
+    /* ...then the others, the latest registered first. */
     module_t *best = NULL;
     for (size_t k = 0; k < self->modules.cap; k++)
         for (module_t *m = self->modules.values[k]; m; m = m->next_hash)
-            if (!m->anonymous && m->main && m->state != MS_INACTIVE &&
+            if (!m->tool && m->main && m->state != MS_INACTIVE &&
                 (!best || m->order > best->order))
                 best = m;
     return best;
@@ -168,7 +178,7 @@ static size_t s_named_connected(broker_t *self, char *names, size_t size)
         names[0] = 0;
     for (size_t k = 0; k < self->modules.cap; k++)
         for (module_t *m = self->modules.values[k]; m; m = m->next_hash)
-            if (!m->anonymous && m->main) {
+            if (!m->tool && m->main) {
                 n++;
                 size_t len = strlen(names);
                 snprintf(names + len, size - len, "%s%s", len ? ", " : "", m->name);

@@ -140,7 +140,7 @@ void broker_module_lost(broker_t *self, module_t *m, const char *why)
     s_conns_drop(self, m);
     s_close_pidfd(self, m);
     broker_set_state(self, m, MS_GONE);
-    if (m->queue.count > 0 && !m->anonymous) {
+    if (m->queue.count > 0 && !m->tool) {
         /* Its backlog waits for a module registering under the same name. */
         m->gone_since = lc_mono_ms();
         broker_log(self, L_INFO, "keeping %zu queued items for %s for %d ms", m->queue.count,
@@ -324,6 +324,13 @@ static int s_validate(json_t *hello, char *err, size_t errlen)
     return st ? st : broker_subs_validate(events, err, errlen);
 }
 
+static bool s_is_parent(json_t *hello, zmq_msg_t *frame)
+{
+    int uid, gid, pid;
+    int claimed = (int)json_integer_value(json_object_get(hello, "pid"));
+    return s_peer_creds(frame, claimed, &uid, &gid, &pid) && pid == (int)getppid();
+}
+
 /* Applies what a HELLO declares (methods, subscriptions, window) to m. */
 static int s_declare(broker_t *self, module_t *m, json_t *hello, char *err, size_t errlen)
 {
@@ -465,7 +472,9 @@ void broker_on_hello(broker_t *self, zmq_msg_t *f, conn_t *c, const lc_hdr_t *h)
                      "with a letter",
                      name);
         goto done;
-    } else if (strcmp(name, "broker") == 0 || strcmp(name, "launcher") == 0) {
+    } else if (strcmp(name, "broker") == 0 ||
+               (strcmp(name, "launcher") == 0 && !s_is_parent(hello, &f[1]))) {
+        /* "launcher" is for the process that started this broker, seen by the kernel. */
         self->stats.refused++;
         broker_error(self, to, h, 0, LC_STATUS_DENIED, "module name '%s' is reserved", name);
         goto done;
@@ -557,7 +566,8 @@ void broker_on_hello(broker_t *self, zmq_msg_t *f, conn_t *c, const lc_hdr_t *h)
     /* Anonymous clients are tools: active at once. A module says where it is in its
      * lifecycle (after a broker restart it may already be passive or active). */
     const char *st_name = json_string_value(json_object_get(hello, "state"));
-    int st0 = m->anonymous ? MS_ACTIVE : st_name ? broker_state_parse(st_name) : MS_INACTIVE;
+    m->tool = m->anonymous || json_is_false(json_object_get(hello, "lifecycle"));
+    int st0 = m->tool ? MS_ACTIVE : st_name ? broker_state_parse(st_name) : MS_INACTIVE;
     broker_set_state(self, m, st0 ? st0 : MS_INACTIVE);
     if (m->state == MS_PASSIVE)
         broker_activate_check(self, m);

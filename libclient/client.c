@@ -298,6 +298,7 @@ lc_client_t *lc_client_new(const char *name, const char *endpoint)
 
     self->signal_fd = -1;
     self->handle_signals = true;
+    self->lifecycle = self->name[0] != 0;
     self->log_level = LC_LOG_INFO;
     const char *level = getenv("LC_LOG_LEVEL");
     if (level && lc_log_level_parse(level) >= 0)
@@ -437,6 +438,12 @@ void lc_client_set_timeout(lc_client_t *self, int timeout_ms)
     self->timeout_ms = timeout_ms > 0 ? timeout_ms : LC_CALL_TIMEOUT_MS;
 }
 
+void lc_client_set_lifecycle(lc_client_t *self, bool on)
+{
+    assert(self && self->tag == CLIENT_TAG);
+    self->lifecycle = on && self->name[0];
+}
+
 void lc_client_set_concurrency(lc_client_t *self, int n)
 {
     assert(self && self->tag == CLIENT_TAG);
@@ -560,10 +567,13 @@ int lcc_send_hello(lc_client_t *self)
         json_array_append_new(methods, o);
     }
     /* After a broker restart the module says which state it is in. */
-    json_t *hello = json_pack("{s:s, s:i, s:s, s:o, s:o, s:i, s:s}", "token", self->token, "pid",
-                              (int)getpid(), "version", LC_VERSION, "methods", methods, "events",
-                              lcc_hello_events(self), "window", self->window, "state",
-                              self->started ? lcc_state_name(self->state) : "inactive");
+    json_t *hello = json_pack("{s:s, s:i, s:s, s:o, s:o, s:i, s:s, s:b}", "token", self->token,
+                              "pid", (int)getpid(), "version", LC_VERSION, "methods", methods,
+                              "events", lcc_hello_events(self), "window", self->window, "state",
+                              !self->lifecycle ? "active"
+                              : self->started  ? lcc_state_name(self->state)
+                                               : "inactive",
+                              "lifecycle", self->lifecycle);
     char *text = hello ? json_dumps(hello, JSON_COMPACT) : NULL;
     json_decref(hello);
     if (!text)
@@ -652,8 +662,8 @@ static void s_handle_main(lc_client_t *self, inmsg_t *m)
             self->hb_ms = (int)json_integer_value(json_object_get(w, "heartbeat_ms"));
             self->max_payload = (size_t)json_integer_value(json_object_get(w, "max_payload"));
             json_decref(w);
-            if (!self->name[0])
-                self->state = LC_STATE_ACTIVE; /* anonymous clients have no lifecycle */
+            if (!self->lifecycle)
+                self->state = LC_STATE_ACTIVE; /* tools have no lifecycle */
             s_set_reg(self, REG_DONE);
             if (self->hb_ms > 0 && !self->hb_running)
                 lcc_heartbeat_start(self);
@@ -809,7 +819,7 @@ int lc_timeout(lc_client_t *self)
     top = heap_top(&self->deadlines);
     if (top && top->when < next)
         next = top->when;
-    bool startup = !self->started && self->name[0] && self->reg == REG_DONE;
+    bool startup = !self->started && self->lifecycle && self->reg == REG_DONE;
     if (self->ready_head || self->ncmds || startup ||
         (self->queued && self->running < self->concurrency))
         next = now;

@@ -166,6 +166,7 @@ struct lc_client {
     int depth;             /* handlers running on the loop thread, nested */
     int state;        /* LC_STATE_*, as last reported to the broker */
     bool started;     /* the startup hook ran */
+    bool lifecycle;   /* false: a tool, active from its registration */
     int cmds[8];      /* commands from the broker, run at the top of the loop */
     int ncmds;
     struct {

@@ -263,6 +263,11 @@ enum {
 typedef void(lc_hook_fn)(lc_client_t *self, void *arg);
 LC_EXPORT int lc_hook(lc_client_t *self, int which, lc_hook_fn *fn, void *arg);
 
+/* A named client without a lifecycle: a tool (like lc-launch) that is active from its
+ * registration, gets no lifecycle commands and is not waited for when the bus exits.
+ * Set before registration. Anonymous clients are always like this. */
+LC_EXPORT void lc_client_set_lifecycle(lc_client_t *self, bool on);
+
 /* This module's state, as it last reported it (LC_STATE_*; 0 before registration). */
 LC_EXPORT int lc_state(lc_client_t *self);
 

@@ -87,7 +87,7 @@ static void s_deactivate(lc_client_t *self)
 void lcc_lifecycle_step(lc_client_t *self)
 {
     /* Hooks run at the top of the loop, never inside a handler (decision 10). */
-    if (self->depth > 0 || self->reg != REG_DONE || !self->name[0])
+    if (self->depth > 0 || self->reg != REG_DONE || !self->lifecycle)
         return;
     if (!self->started) {
         self->started = true;
@@ -228,7 +228,7 @@ void lcc_threads_stop(lc_client_t *self, int phase)
 void lcc_shutdown_self(lc_client_t *self)
 {
     /* SIGTERM to one module stops that module alone, through its own hooks. */
-    if (!self->name[0] || !self->started) {
+    if (!self->lifecycle || !self->started) {
         lc_stop(self);
         return;
     }

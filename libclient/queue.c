@@ -76,7 +76,7 @@ static int s_send_item(lc_client_t *self, int type, const char *address, json_t 
     }
     /* Decision 9: a module that is not active sends only while handling something. */
     bool in_handler = lcc_on_loop(self) && self->depth > 0;
-    if (self->name[0] && self->state != LC_STATE_ACTIVE && !in_handler) {
+    if (self->lifecycle && self->state != LC_STATE_ACTIVE && !in_handler) {
         free(payload);
         lc_log(self, LC_LOG_ERROR, "%s %s refused: the module is %s, not active (send from a "
                "handler, or after activation)", type == LC_MSG_TASK ? "task" : "event", address,
