@@ -513,8 +513,12 @@ void broker_destroy(broker_t **self_p)
     idmap_clear(&self->subs_exact);
     heap_clear(&self->deadlines);
     strpool_clear(&self->pool);
-    if (self->router)
+    if (self->router) {
+        /* A moment for the last words (module_state, errors) to leave. */
+        int linger = 200;
+        zmq_setsockopt(self->router, ZMQ_LINGER, &linger, sizeof linger);
         zmq_close(self->router);
+    }
     if (self->ctx)
         zmq_ctx_term(self->ctx);
     for (size_t i = 0; i < self->nipc; i++) {

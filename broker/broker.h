@@ -20,6 +20,7 @@ typedef struct {
     int start_timeout_ms;   /* expected modules not passive by then are named, others go on */
     int drain_ms;           /* exit: how long queued items may still drain */
     int exit_ms;            /* exit: how long modules have to disconnect */
+    int stop_ms;            /* exit: how long one module may take to shut down */
     int verbose;            /* 0: warnings and errors, 1: info, 2: debug */
 } broker_config_t;
 

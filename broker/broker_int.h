@@ -78,6 +78,7 @@ struct module {
     uint64_t emit_mark; /* de-duplicates an event matched by several patterns */
     uint64_t order;     /* registration order: shutdown goes the other way */
     bool unreachable;   /* a send found its connection closed: removed at the loop's top */
+    bool shutdown_asked; /* exit: this module was told to shut down */
     struct {
         uint64_t calls_in, calls_out, tasks_in, events_in, delivered, done, failed, dropped, lost,
             redelivered;
@@ -157,6 +158,7 @@ struct broker {
     int exit_phase;
     int64_t drain_deadline, exit_deadline;
     char exit_current[LC_NAME_MAX + 1]; /* the module shutting down now */
+    int64_t exit_current_deadline;
     bool exit_now;                       /* leave the loop */
     size_t unreachable;                  /* modules flagged unreachable */
     int64_t started;

@@ -141,7 +141,14 @@ static void s_builtin(broker_t *self, conn_t *to, const lc_hdr_t *h, uint64_t id
     } else if (strcmp(method, "wait") == 0) {
         json_t *mods = json_object_get(args, "modules");
         waiter_t *w = NULL;
-        if (!json_is_array(mods)) {
+        bool names = json_is_array(mods);
+        size_t i;
+        json_t *v;
+        json_array_foreach(mods, i, v)
+        {
+            names = names && json_is_string(v);
+        }
+        if (!names) {
             s_method_error(self, to, h, id, "broker.wait expects {\"modules\": [names]}");
         } else if (s_all_registered(self, mods)) {
             s_reply(self, to, h, id, tx, json_pack("{s:O}", "ready", mods));
@@ -167,7 +174,15 @@ static void s_builtin(broker_t *self, conn_t *to, const lc_hdr_t *h, uint64_t id
     } else if (strcmp(method, "expect") == 0) {
         json_t *mods = json_object_get(args, "modules");
         json_t *tmo = json_object_get(args, "timeout_ms");
-        if (!json_is_array(mods) || (tmo && !json_is_integer(tmo))) {
+        bool names = json_is_array(mods);
+        size_t i;
+        json_t *v;
+        json_array_foreach(mods, i, v)
+        {
+            const char *mod = json_string_value(v);
+            names = names && mod && lc_name_valid(mod, strlen(mod));
+        }
+        if (!names || (tmo && !json_is_integer(tmo))) {
             s_method_error(self, to, h, id,
                            "broker.expect expects {\"modules\": [names], \"timeout_ms\": n}");
         } else {

@@ -277,7 +277,7 @@ void broker_on_task(broker_t *self, zmq_msg_t *f, conn_t *c, const lc_hdr_t *h)
                  m->name, dot + 1);
         return;
     }
-    if (c->module->state != MS_ACTIVE && !h->parent) {
+    if (c->module->state != MS_ACTIVE && !h->parent && !(h->flags & LC_FLAG_IN_HANDLER)) {
         self->stats.not_active++;
         s_refuse(self, c, h, addr, LC_STATUS_NOT_ACTIVE,
                  "module '%s' is %s: it may send tasks only from a handler", c->module->name,
@@ -327,6 +327,8 @@ static void s_offer(fanout_t *fo, module_t *m)
     broker_t *self = fo->self;
     if (m == fo->source || m->emit_mark == self->emit_seq)
         return; /* split horizon; or already matched by another pattern */
+    if (!fo->proto.work && m->state == MS_GONE)
+        return; /* the broker's own news is for those present */
     m->emit_mark = self->emit_seq;
     fo->offered++;
     if (m->queue.count >= self->cfg.max_backlog) {
@@ -395,7 +397,7 @@ void broker_on_event(broker_t *self, zmq_msg_t *f, conn_t *c, const lc_hdr_t *h)
         s_refuse(self, c, h, name, LC_STATUS_DENIED, "only the broker sends '%s'", name);
         return;
     }
-    if (c->module->state != MS_ACTIVE && !h->parent) {
+    if (c->module->state != MS_ACTIVE && !h->parent && !(h->flags & LC_FLAG_IN_HANDLER)) {
         self->stats.not_active++;
         s_refuse(self, c, h, name, LC_STATUS_NOT_ACTIVE,
                  "module '%s' is %s: it may send events only from a handler", c->module->name,
@@ -423,8 +425,11 @@ void broker_on_event(broker_t *self, zmq_msg_t *f, conn_t *c, const lc_hdr_t *h)
         return;
     }
     json_t *dropped = json_array();
+    lc_hdr_t hx = *h;
+    if (is_exit)
+        hx.priority = LC_PRIORITY_HIGHEST; /* decision 11: exit goes first */
     size_t offered =
-        s_fanout(self, name, len, c->module, c->module->name, payload, h, id, true, dropped);
+        s_fanout(self, name, len, c->module, c->module->name, payload, &hx, id, true, dropped);
     blob_unref(&payload);
     self->stats.events++;
     size_t ndropped = json_array_size(dropped);
@@ -516,8 +521,29 @@ static int s_by_id_desc(const void *a, const void *b)
     return x < y ? 1 : x > y ? -1 : 0;
 }
 
+/* With no start on record, the item the module would have started first is presumed to
+ * have started: its start notice may have died with the process. So a task that crashes
+ * its module at once is not delivered again and again. */
+static void s_presume_started(module_t *m)
+{
+    bq_item_t *first = NULL;
+    for (size_t i = 0; i < m->inflight.cap; i++) {
+        bq_item_t *it = m->inflight.values[i];
+        if (!it)
+            continue;
+        if (it->started)
+            return;
+        if (!first || it->priority < first->priority ||
+            (it->priority == first->priority && it->id < first->id))
+            first = it;
+    }
+    if (first)
+        first->started = true;
+}
+
 void broker_inflight_lost(broker_t *self, module_t *m)
 {
+    s_presume_started(m);
     size_t n = m->inflight.count, k = 0;
     bq_item_t **back = n ? malloc(n * sizeof *back) : NULL;
     for (size_t i = 0; i < m->inflight.cap; i++) {

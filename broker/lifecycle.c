@@ -158,14 +158,14 @@ static module_t *s_next_to_stop(broker_t *self)
     for (size_t i = json_array_size(self->stop_order); i-- > 0;) {
         const char *n = json_string_value(json_array_get(self->stop_order, i));
         module_t *m = n ? broker_module_find(self, n, strlen(n)) : NULL;
-        if (m && !m->tool && m->main && m->state != MS_INACTIVE)
+        if (m && !m->tool && m->main && !m->shutdown_asked)
             return m;
     }
     /* ...then the others, the latest registered first. */
     module_t *best = NULL;
     for (size_t k = 0; k < self->modules.cap; k++)
         for (module_t *m = self->modules.values[k]; m; m = m->next_hash)
-            if (!m->tool && m->main && m->state != MS_INACTIVE &&
+            if (!m->tool && m->main && !m->shutdown_asked &&
                 (!best || m->order > best->order))
                 best = m;
     return best;
@@ -200,7 +200,7 @@ void broker_exit_step(broker_t *self, int64_t now)
     if (self->exit_phase == EXIT_DRAIN) {
         if (self->work > 0 && now < self->drain_deadline)
             return;
-        if (self->queued > 0) {
+        if (self->work > 0) {
             broker_log(self, L_WARNING, "drain timeout: %zu queued items discarded",
                        self->queued);
             for (size_t k = 0; k < self->modules.cap; k++)
@@ -215,11 +215,17 @@ void broker_exit_step(broker_t *self, int64_t now)
         module_t *cur = self->exit_current[0]
                             ? broker_module_find(self, self->exit_current, strlen(self->exit_current))
                             : NULL;
-        if (cur && cur->main && cur->state != MS_INACTIVE)
+        /* One module at a time, each for at most the stop timeout. */
+        if (cur && cur->main && cur->state != MS_INACTIVE && now < self->exit_current_deadline)
             return;
+        if (cur && cur->main && cur->state != MS_INACTIVE)
+            broker_log(self, L_WARNING, "module %s did not shut down within %d ms; going on",
+                       cur->name, self->cfg.stop_ms);
         module_t *next = s_next_to_stop(self);
         if (next) {
             snprintf(self->exit_current, sizeof self->exit_current, "%s", next->name);
+            self->exit_current_deadline = now + self->cfg.stop_ms;
+            next->shutdown_asked = true;
             s_command(self, next, "shutdown");
             return;
         }

@@ -32,12 +32,24 @@ static void s_usage(FILE *out)
         "                           (default 64; a module may ask for another)\n"
         "      --grace MS           how long the backlog of a module that went away waits\n"
         "                           for it to come back (default 30000)\n"
+        "      --start-timeout MS   with a list of expected modules (broker.expect): how\n"
+        "                           long to wait for all before activating those present\n"
+        "                           (default 10000)\n"
+        "      --drain MS           exit: how long queued items may still be handled\n"
+        "                           (default 5000)\n"
+        "      --stop-timeout MS    exit: how long one module may take to shut down before\n"
+        "                           the next is asked (default 5000)\n"
+        "      --exit-timeout MS    exit: how long modules have to shut down and leave\n"
+        "                           (default 10000)\n"
         "  -q, --quiet              log warnings and errors only\n"
         "  -v, --verbose            log debugging detail too\n"
         "  -h, --help               show this help and exit\n"
         "  -V, --version            show the version and exit\n"
         "\n"
-        "Stops cleanly on SIGTERM or SIGINT, removing its ipc socket files.\n"
+        "SIGTERM or SIGINT (or an 'exit' event) stops the system in order: 'exit' to its\n"
+        "subscribers, every module deactivated, the queue drained, modules shut down in\n"
+        "reverse start order; then the broker exits, removing its ipc socket files.\n"
+        "A second signal exits at once.\n"
         "Exit status: 0 after a clean stop, 1 on a start-up or runtime error, 2 on a usage "
         "error.\n"
         "See lc-broker(1) and docs/protocol.md.\n",
@@ -70,6 +82,7 @@ int main(int argc, char **argv)
         {"start-timeout", required_argument, NULL, 'S'},
         {"drain", required_argument, NULL, 'D'},
         {"exit-timeout", required_argument, NULL, 'X'},
+        {"stop-timeout", required_argument, NULL, 'K'},
         {"quiet", no_argument, NULL, 'q'},
         {"verbose", no_argument, NULL, 'v'},
         {"help", no_argument, NULL, 'h'},
@@ -90,6 +103,7 @@ int main(int argc, char **argv)
         .start_timeout_ms = 10000,
         .drain_ms = 5000,
         .exit_ms = 10000,
+        .stop_ms = 5000,
         .verbose = 1,
     };
     int opt;
@@ -128,6 +142,9 @@ int main(int argc, char **argv)
             break;
         case 'D':
             cfg.drain_ms = (int)s_number("--drain", optarg, 0, 86400000);
+            break;
+        case 'K':
+            cfg.stop_ms = (int)s_number("--stop-timeout", optarg, 0, 86400000);
             break;
         case 'X':
             cfg.exit_ms = (int)s_number("--exit-timeout", optarg, 0, 86400000);

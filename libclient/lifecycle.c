@@ -112,7 +112,9 @@ void lcc_lifecycle_step(lc_client_t *self)
             break;
         case CMD_SHUTDOWN:
             s_deactivate(self);
-            if (self->state == LC_STATE_PASSIVE) {
+            if (self->state == LC_STATE_INACTIVE) {
+                lc_stop(self); /* told to stop before it got going */
+            } else if (self->state == LC_STATE_PASSIVE) {
                 s_hook(self, LC_HOOK_SHUTDOWN);
                 lcc_threads_stop(self, LC_STATE_PASSIVE);
                 s_report(self, LC_STATE_INACTIVE);

@@ -70,10 +70,7 @@ static int s_send_item(lc_client_t *self, int type, const char *address, json_t 
     int rc = lcc_dump_args(args, &payload, &plen);
     if (rc < 0)
         return s_fail(info, rc, "arguments of %s must be a JSON object", address);
-    if (self->max_payload && plen > self->max_payload) {
-        free(payload);
-        return s_fail(info, LC_ETOOBIG, "arguments of %s are over the bus limit", address);
-    }
+
     /* Decision 9: a module that is not active sends only while handling something. */
     bool in_handler = lcc_on_loop(self) && self->depth > 0;
     if (self->lifecycle && self->state != LC_STATE_ACTIVE && !in_handler) {
@@ -89,11 +86,15 @@ static int s_send_item(lc_client_t *self, int type, const char *address, json_t 
     lcc_inherit(self, &h, priority);
     if (confirm)
         h.flags |= LC_FLAG_CONFIRM;
+    if (in_handler)
+        h.flags |= LC_FLAG_IN_HANDLER; /* a reaction, allowed while passive (decision 9) */
 
     if (!lcc_on_loop(self)) {
         sat_t *sat = lcc_sat_get(self);
         json_t *err = NULL;
         rc = !sat ? LC_ENOMEM : lcc_sat_ready(sat, deadline, &err);
+        if (rc == 0 && self->max_payload && plen > self->max_payload)
+            rc = LC_ETOOBIG;
         if (rc == 0)
             rc = lcc_send(sat->sock, &h, address, NULL, payload, plen, deadline);
         else
@@ -119,6 +120,10 @@ static int s_send_item(lc_client_t *self, int type, const char *address, json_t 
         free(payload);
         lcc_rearm(self);
         return s_fail(info, rc, "%s", "no broker answered at the endpoint");
+    }
+    if (self->max_payload && plen > self->max_payload) {
+        free(payload);
+        return s_fail(info, LC_ETOOBIG, "arguments of %s are over the bus limit", address);
     }
     pending_t *p = NULL;
     if (confirm) {
@@ -468,7 +473,8 @@ void lcc_queue_run(lc_client_t *self)
         return;
     for (;;) {
         pthread_mutex_lock(&self->lock);
-        bool go = self->queued && self->running < self->concurrency;
+        /* After lc_stop() nothing more starts: the rest waits (or is redelivered). */
+        bool go = self->queued && self->running < self->concurrency && !atomic_load(&self->stop);
         if (go)
             self->running++;
         pthread_mutex_unlock(&self->lock);

@@ -38,7 +38,9 @@ enum lc_msg_type {
 #define LC_FLAG_ATTACH 0x0002u     /* HELLO: attach a thread's connection to a registered module */
 #define LC_FLAG_CONFIRM 0x0004u    /* TASK, EVENT: answer with a NOTICE, also when accepted */
 #define LC_FLAG_PARTIAL 0x0008u    /* NOTICE: accepted, but some subscribers lost their copy */
-#define LC_FLAG_KNOWN (LC_FLAG_REPLY_MAIN | LC_FLAG_ATTACH | LC_FLAG_CONFIRM | LC_FLAG_PARTIAL)
+#define LC_FLAG_IN_HANDLER 0x0010u /* TASK, EVENT: sent while handling a message */
+#define LC_FLAG_KNOWN                                                                            \
+    (LC_FLAG_REPLY_MAIN | LC_FLAG_ATTACH | LC_FLAG_CONFIRM | LC_FLAG_PARTIAL | LC_FLAG_IN_HANDLER)
 
 /* Wire status codes (header field "status" of ERROR messages). Stable: never renumbered. */
 enum lc_status {

@@ -370,3 +370,27 @@ Test(robust, tcp_endpoint)
     lc_client_destroy(&t);
     lc_client_destroy(&c);
 }
+
+/* A task that crashes its module at once is reported, not delivered again after the
+ * restart (its start notice may have died with the process). */
+Test(robust, crashing_task_is_not_redelivered)
+{
+    h_broker(NULL);
+    proc_t *first = h_echo("poison");
+    lc_client_t *c = h_client();
+    json_t *info = NULL;
+    int rc = lc_enqueue_wait(c, "poison.crash", NULL, 0, 5000, &info);
+    cr_assert_eq(rc, 0, "%s", lc_strerror(rc));
+    json_decref(info);
+    int st = h_wait_exit(first, 10000);
+    cr_assert(st != -1 && WIFSIGNALED(st), "the module did not crash");
+    proc_t *again = h_echo("poison");
+    /* It serves a call, so it has been active with its backlog delivered. */
+    s_echo_ok(c, "poison.echo");
+    json_t *res = NULL;
+    cr_assert_eq(lc_call(c, "broker.stats", NULL, &res, 0), 0);
+    cr_assert_geq(json_integer_value(json_object_get(res, "lost")), 1);
+    json_decref(res);
+    cr_assert_eq(h_wait_exit(again, 0), -1, "the crashing task ran again\n%s", h_log(again));
+    lc_client_destroy(&c);
+}
