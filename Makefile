@@ -33,8 +33,9 @@ BROKER_SRC := broker/main.c broker/broker.c broker/registry.c broker/calls.c bro
 CLIENTS_COMMON := clients/common.c
 LC_SRC := clients/lc/lc.c $(CLIENTS_COMMON)
 ECHO_SRC := clients/echo/echo.c $(CLIENTS_COMMON)
+LAUNCH_SRC := clients/launch/launch.c clients/launch/system.c $(CLIENTS_COMMON)
 
-BINS := $(BUILD)/bin/lc-broker $(BUILD)/bin/lc $(BUILD)/bin/lc-echo
+BINS := $(BUILD)/bin/lc-broker $(BUILD)/bin/lc $(BUILD)/bin/lc-echo $(BUILD)/bin/lc-launch
 LIBS := $(BUILD)/lib/liblc.so.$(SOVERSION) $(BUILD)/lib/liblc.so $(BUILD)/lib/liblc.a \
         $(BUILD)/include/lc.h
 
@@ -112,6 +113,11 @@ $(BUILD)/bin/lc-broker: $(BROKER_SRC:%.c=$(BUILD)/obj/%.o) $(BUILD)/lib/liblc.a
 	$(Q)$(CC) $(LDFLAGS_ALL) -o $@ $^ $(PKG_LIBS) -lpthread
 
 $(BUILD)/bin/lc: $(LC_SRC:%.c=$(BUILD)/obj/%.o) $(BUILD)/lib/liblc.a
+	@mkdir -p $(@D)
+	@echo "  LD      $@"
+	$(Q)$(CC) $(LDFLAGS_ALL) -o $@ $^ $(PKG_LIBS) -lpthread
+
+$(BUILD)/bin/lc-launch: $(LAUNCH_SRC:%.c=$(BUILD)/obj/%.o) $(BUILD)/lib/liblc.a
 	@mkdir -p $(@D)
 	@echo "  LD      $@"
 	$(Q)$(CC) $(LDFLAGS_ALL) -o $@ $^ $(PKG_LIBS) -lpthread

@@ -120,7 +120,8 @@ void cfg_free(cfg_node_t **root_p)
 /* Expands ${VAR} and ${VAR:-default}; $${ is a literal ${. Returns a new string or NULL
  * with err filled (an unset variable without a default is an error: nothing silently
  * becomes empty). */
-static char *s_expand(const char *in, const char *file, const yaml_mark_t *mark, cfg_error_t *err)
+static char *s_expand(const char *in, const char *file, const yaml_mark_t *mark,
+                      cfg_error_t *err)
 {
     size_t cap = strlen(in) + 64, len = 0;
     char *out = malloc(cap);
@@ -135,13 +136,18 @@ static char *s_expand(const char *in, const char *file, const yaml_mark_t *mark,
             plen = 2;
             p += 3;
         } else if (p[0] == '$' && p[1] == '{') {
-            const char *end = strchr(p, '}');
-            if (!end) {
+            /* The matching brace: a default may hold ${...} of its own. */
+            const char *end = p + 2;
+            int depth = 1;
+            for (; *end && depth; end++)
+                depth += *end == '{' ? 1 : *end == '}' ? -1 : 0;
+            if (depth) {
                 s_error(err, file, (int)mark->line + 1, (int)mark->column + 1,
                         "unterminated ${ in \"%s\"", in);
                 free(out);
                 return NULL;
             }
+            end--; /* at the closing brace */
             char name[256];
             size_t n = (size_t)(end - p - 2);
             if (n >= sizeof name)
@@ -154,10 +160,16 @@ static char *s_expand(const char *in, const char *file, const yaml_mark_t *mark,
                 dflt += 2;
             }
             const char *env = getenv(name);
+            char *expanded = NULL;
             if (env && *env) {
                 piece = env;
             } else if (dflt) {
-                piece = dflt;
+                expanded = s_expand(dflt, file, mark, err);
+                if (!expanded) {
+                    free(out);
+                    return NULL;
+                }
+                piece = expanded;
             } else {
                 s_error(err, file, (int)mark->line + 1, (int)mark->column + 1,
                         "environment variable %s is not set (write ${%s:-default} for a "
@@ -165,7 +177,7 @@ static char *s_expand(const char *in, const char *file, const yaml_mark_t *mark,
                 free(out);
                 return NULL;
             }
-            value = strdup(piece);
+            value = expanded ? expanded : strdup(piece);
             piece = value;
             plen = strlen(piece);
             p = end + 1;

@@ -1,48 +1,25 @@
 #!/bin/sh
-# `make run`: starts a broker and the example module, says how to talk to them, and
-# stops both on Ctrl-C.
+# `make run`: the demo system (config/demo.yaml) under lc-launch, in the foreground.
 set -u
 build=${1:-build}
-bin="$build/bin"
-run=$(mktemp -d /tmp/lc-demo-XXXXXX)
-bus=${LC_BUS:-ipc://$run/bus}
+bin="$(cd "$build/bin" && pwd)"
+bus=${LC_BUS:-ipc:///tmp/lc-demo-${USER:-user}/bus}
 export LC_BUS="$bus"
 
-cleanup() {
-    trap - INT TERM EXIT
-    [ -n "${echo_pid:-}" ] && kill "$echo_pid" 2>/dev/null
-    [ -n "${broker_pid:-}" ] && kill "$broker_pid" 2>/dev/null
-    wait 2>/dev/null
-    rm -rf "$run"
-    echo
-    echo "lc demo stopped."
-}
-trap cleanup INT TERM EXIT
-
-"$bin/lc-broker" --endpoint "$bus" 2>>"$run/broker.log" &
-broker_pid=$!
-"$bin/lc-echo" --bus "$bus" 2>>"$run/echo.log" &
-echo_pid=$!
-if ! "$bin/lc" --bus "$bus" --timeout 5000 call broker.wait '{"modules":["echo"]}' >/dev/null; then
-    echo "lc: the demo did not start; see $run/broker.log and $run/echo.log" >&2
-    cat "$run/broker.log" "$run/echo.log" >&2
-    exit 1
-fi
-
 cat <<EOT
-lc demo running: lc-broker (pid $broker_pid) and the module 'echo' (pid $echo_pid).
+lc demo: lc-launch runs the broker and the modules of config/demo.yaml.
+Their output follows, one line each, with the module's name. Stop with Ctrl-C.
 
 In another terminal:
-  export LC_BUS=$bus
-  $bin/lc call echo.echo text=hello n=3      # answers {"text":"hello","n":3}
-  $bin/lc call echo.sleep ms=500             # a deferred answer after 500 ms
-  $bin/lc call echo.fail; echo \$?            # a handler error: exit status 1
-  $bin/lc call broker.list --pretty          # the modules and their methods
-  $bin/lc listen '*' &                       # print every event on the bus
-  $bin/lc emit door_opened door=front        # an event to its subscribers
-  $bin/lc enqueue echo.record n=1            # a task through the broker's queue
+  export LC_BUS=$bus PATH=$bin:\$PATH
+  lc call launcher.status --pretty         # every module: state, pid, restarts
+  lc call echo.echo text=hello n=3         # a call: {"text":"hello","n":3}
+  lc listen '*'                            # every event on the bus, as it happens
+  lc emit door_opened door=front           # an event; the module 'listener' records it
+  lc call listener.recorded --pretty       # what it recorded, with the transaction id
+  lc enqueue echo.record n=1               # a task through the broker's queue
+  kill -9 \$(pidof lc-echo | cut -d' ' -f1)  # a crash: lc-launch restarts the module
+  lc call broker.stats --pretty            # the bus's counters
 
-Logs: $run/broker.log, $run/echo.log
-Stop with Ctrl-C.
 EOT
-wait "$broker_pid"
+exec "$bin/lc-launch" config/demo.yaml

@@ -123,7 +123,8 @@ Test(config, environment_variables)
                                   "path: /dev/${LC_TEST_CHIP}/x\n"
                                   "dflt: ${LC_TEST_UNSET:-fallback}\n"
                                   "literal: '${LC_TEST_CHIP}'\n"
-                                  "escaped: $${LC_TEST_CHIP}\n");
+                                  "escaped: $${LC_TEST_CHIP}\n"
+                                  "nested: ${LC_TEST_UNSET:-/dev/${LC_TEST_CHIP}}\n");
     const char *s;
     cr_assert_eq(cfg_get_str(root, "chip", NULL, &s, NULL), 0);
     cr_assert_str_eq(s, "gpiochip3");
@@ -135,6 +136,8 @@ Test(config, environment_variables)
     cr_assert_str_eq(s, "${LC_TEST_CHIP}");
     cfg_get_str(root, "escaped", NULL, &s, NULL);
     cr_assert_str_eq(s, "${LC_TEST_CHIP}");
+    cfg_get_str(root, "nested", NULL, &s, NULL);
+    cr_assert_str_eq(s, "/dev/gpiochip3");
     cfg_free(&root);
     cfg_error_t e = s_parse_fails("a: 1\nb: ${LC_TEST_UNSET}\n");
     cr_assert_eq(e.line, 2);
