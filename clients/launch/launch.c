@@ -794,6 +794,11 @@ int main(int argc, char **argv)
 
     snprintf(L.broker.name, sizeof L.broker.name, "%s", s_broker_name);
     L.broker.pidfd = L.broker.out_fd = -1;
+    if (L.sys->log_dir) {
+        char path[PATH_MAX + 16];
+        snprintf(path, sizeof path, "%s/broker.log", L.sys->log_dir);
+        L.broker.log = fopen(path, "a");
+    }
     if (s_start_broker() < 0)
         die(1, "cannot start lc-broker");
     s_children_from(L.sys);
@@ -873,6 +878,8 @@ int main(int argc, char **argv)
     }
     for (int t = 0; t < TAIL_LINES; t++)
         free(L.broker.tail[t]);
+    if (L.broker.log)
+        fclose(L.broker.log);
     free(L.children);
     system_free(&L.sys);
     for (int i = 0; i < L.nretired; i++)
