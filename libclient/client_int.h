@@ -186,6 +186,7 @@ struct lc_client {
     json_t *cfg_changes;          /* lc_config_set() since the last save */
     bool cfg_loaded;
     char *cfg_file, *state_file;
+    char *cfg_path_buf; /* the last lc_config_path() result */
     int cfg_errors;
     struct lc_thread *threads;
     int nthreads, max_threads;

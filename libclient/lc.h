@@ -339,6 +339,9 @@ LC_EXPORT const char *lc_config_str(lc_client_t *self, const char *path, const c
 LC_EXPORT long long lc_config_int(lc_client_t *self, const char *path, long long def);
 LC_EXPORT double lc_config_double(lc_client_t *self, const char *path, double def);
 LC_EXPORT bool lc_config_bool(lc_client_t *self, const char *path, bool def);
+/* A file name: a relative value is taken from the system file's folder. The result is
+ * valid until the next lc_config_path() call. */
+LC_EXPORT const char *lc_config_path(lc_client_t *self, const char *path, const char *def);
 /* A list or map (or any value) as JSON; NULL if missing. Caller owns it. */
 LC_EXPORT json_t *lc_config_json(lc_client_t *self, const char *path);
 LC_EXPORT int lc_config_errors(lc_client_t *self);

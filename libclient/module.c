@@ -270,6 +270,20 @@ const char *lc_config_str(lc_client_t *self, const char *path, const char *def)
     return v;
 }
 
+const char *lc_config_path(lc_client_t *self, const char *path, const char *def)
+{
+    const char *v = lc_config_str(self, path, def);
+    if (!v || v[0] == '/' || !self->cfg_file)
+        return v;
+    /* Decision 13: relative paths are taken from the system file's folder. */
+    char *dir = s_dirname(self->cfg_file);
+    free(self->cfg_path_buf);
+    if (asprintf(&self->cfg_path_buf, "%s/%s", dir, v) < 0)
+        self->cfg_path_buf = NULL;
+    free(dir);
+    return self->cfg_path_buf ? self->cfg_path_buf : v;
+}
+
 long long lc_config_int(lc_client_t *self, const char *path, long long def)
 {
     assert(self && path);
@@ -468,6 +482,7 @@ void lcc_config_free(lc_client_t *self)
     s_config_free(self);
     free(self->cfg_file);
     free(self->state_file);
+    free(self->cfg_path_buf);
 }
 
 /* ---- A module's command line ---------------------------------------------------------- */

@@ -27,7 +27,7 @@ static const struct {
 };
 
 static const cfg_rule_t s_bus[] = {
-    {"endpoint", CFG_SCALAR},        {"max_payload", CFG_SCALAR},   {"max_queue", CFG_SCALAR},
+    {"endpoint", CFG_SCALAR},        {"listen", CFG_SEQ},           {"max_payload", CFG_SCALAR},   {"max_queue", CFG_SCALAR},
     {"max_backlog", CFG_SCALAR},     {"window", CFG_SCALAR},        {"heartbeat_ms", CFG_SCALAR},
     {"call_timeout_ms", CFG_SCALAR}, {"grace_ms", CFG_SCALAR},      {"start_timeout_ms", CFG_SCALAR},
     {"drain_ms", CFG_SCALAR},        {"stop_timeout_ms", CFG_SCALAR}, {"exit_timeout_ms", CFG_SCALAR},
@@ -334,6 +334,18 @@ system_t *system_load(const char *path, cfg_error_t *err)
         free(p);
     } else {
         sys->endpoint = strdup(endpoint);
+    }
+    /* More endpoints for the broker, e.g. tcp:// for modules on other hosts. */
+    cfg_node_t *listen = cfg_find(bus, "listen", NULL);
+    for (size_t i = 0; listen && i < listen->n; i++) {
+        cfg_node_t *l = listen->items[i];
+        if (l->type != CFG_SCALAR ||
+            (strncmp(l->text, "ipc://", 6) != 0 && strncmp(l->text, "tcp://", 6) != 0)) {
+            cfg_fail(err, l, "bus.listen: expected ipc:// or tcp:// endpoints");
+            goto fail;
+        }
+        sys->broker_args = s_strv_add(sys->broker_args, "--endpoint");
+        sys->broker_args = s_strv_add(sys->broker_args, l->text);
     }
     sys->log_dir = log_dir ? s_path(sys, log_dir) : NULL;
     sys->exception_log = exc ? s_path(sys, exc) : NULL;
