@@ -151,6 +151,15 @@ void broker_exit_start(broker_t *self, const char *why, bool emit)
                 s_command(self, m, "deactivate");
 }
 
+static bool s_any_active(broker_t *self)
+{
+    for (size_t k = 0; k < self->modules.cap; k++)
+        for (module_t *m = self->modules.values[k]; m; m = m->next_hash)
+            if (!m->tool && m->main && m->state == MS_ACTIVE)
+                return true;
+    return false;
+}
+
 /* The next module to shut down: the latest registered that is still there. */
 static module_t *s_next_to_stop(broker_t *self)
 {
@@ -198,7 +207,8 @@ void broker_exit_step(broker_t *self, int64_t now)
         return;
     }
     if (self->exit_phase == EXIT_DRAIN) {
-        if (self->work > 0 && now < self->drain_deadline)
+        /* Every module deactivated and the queue drained, before any shutdown. */
+        if ((self->work > 0 || s_any_active(self)) && now < self->drain_deadline)
             return;
         if (self->work > 0) {
             broker_log(self, L_WARNING, "drain timeout: %zu queued items discarded",
