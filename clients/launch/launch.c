@@ -258,11 +258,18 @@ static void s_start_module(child_t *c)
     s_say("launcher", "started %s (pid %d)", c->name, (int)c->pid);
 }
 
+static child_t *s_child(const char *name);
+
 static void s_deps_ready(lc_client_t *bus, int rc, json_t *result, void *arg)
 {
     (void)bus;
     (void)result;
-    child_t *c = arg;
+    /* By name: a reload may have moved the children since the wait began. */
+    char *name = arg;
+    child_t *c = s_child(name);
+    free(name);
+    if (!c)
+        return;
     c->waiting_deps = false;
     if (rc < 0)
         s_say("launcher", "%s: the modules it waits for are not ready (%s); starting it anyway",
@@ -283,9 +290,11 @@ static void s_launch(child_t *c)
     for (char **a = c->spec->after; *a; a++)
         json_array_append_new(names, json_string(*a));
     c->waiting_deps = true;
-    if (lc_call_async(L.bus, "broker.wait", json_pack("{s:o}", "modules", names),
-                      L.sys->start_timeout_ms > 0 ? L.sys->start_timeout_ms : 10000, s_deps_ready,
-                      c) < 0) {
+    char *name = strdup(c->name);
+    if (!name || lc_call_async(L.bus, "broker.wait", json_pack("{s:o}", "modules", names),
+                               L.sys->start_timeout_ms > 0 ? L.sys->start_timeout_ms : 10000,
+                               s_deps_ready, name) < 0) {
+        free(name);
         c->waiting_deps = false;
         s_start_module(c);
     }
@@ -355,13 +364,17 @@ static void s_on_exit(child_t *c)
         c->next_start = s_now() + 100;
         return;
     }
+    if (c->removed) {
+        c->state = CH_STOPPED;
+        return;
+    }
     if (c->restart_requested) {
         c->restart_requested = false;
         c->state = CH_WAITING;
         s_launch(c);
         return;
     }
-    if (c->stop_requested || c->removed) {
+    if (c->stop_requested) {
         c->state = CH_STOPPED;
         return;
     }
