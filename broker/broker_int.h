@@ -189,7 +189,9 @@ module_t *broker_module_find(broker_t *self, const char *name, size_t len);
 const method_t *broker_method_find(const module_t *m, const char *name, size_t len);
 void broker_on_hello(broker_t *self, zmq_msg_t *f, conn_t *c, const lc_hdr_t *h);
 void broker_on_bye(broker_t *self, conn_t *c);
-void broker_module_lost(broker_t *self, module_t *m, const char *why);
+/* crashed: the process died or vanished (not a goodbye): its first unstarted item may have
+ * started without the broker hearing of it. */
+void broker_module_lost(broker_t *self, module_t *m, const char *why, bool crashed);
 void broker_on_pidfd(broker_t *self, int fd);
 void broker_check_liveness(broker_t *self, int64_t now);
 void broker_registry_clear(broker_t *self);
@@ -225,7 +227,7 @@ void broker_idle_check(broker_t *self);
 int broker_subs_validate(json_t *patterns, char *err, size_t errlen);
 int broker_subs_set(broker_t *self, module_t *m, json_t *patterns, char *err, size_t errlen);
 void broker_subs_clear(broker_t *self, module_t *m);
-void broker_inflight_lost(broker_t *self, module_t *m); /* at a crash */
+void broker_inflight_lost(broker_t *self, module_t *m, bool crashed);
 void broker_queue_discard(broker_t *self, module_t *m);
 bool broker_event_name_valid(const char *name, size_t len);
 

@@ -541,9 +541,10 @@ static void s_presume_started(module_t *m)
         first->started = true;
 }
 
-void broker_inflight_lost(broker_t *self, module_t *m)
+void broker_inflight_lost(broker_t *self, module_t *m, bool crashed)
 {
-    s_presume_started(m);
+    if (crashed)
+        s_presume_started(m);
     size_t n = m->inflight.count, k = 0;
     bq_item_t **back = n ? malloc(n * sizeof *back) : NULL;
     for (size_t i = 0; i < m->inflight.cap; i++) {

@@ -127,8 +127,10 @@ void broker_on_state(broker_t *self, zmq_msg_t *f, conn_t *c, const lc_hdr_t *h)
                      "passive or active");
         return;
     }
+    int prev = m->state;
     broker_set_state(self, m, state);
-    if (state == MS_PASSIVE)
+    /* A module that starts is activated; one that deactivated itself stays passive. */
+    if (state == MS_PASSIVE && prev == MS_INACTIVE)
         broker_activate_check(self, m);
 }
 
@@ -211,8 +213,8 @@ void broker_exit_step(broker_t *self, int64_t now)
         if ((self->work > 0 || s_any_active(self)) && now < self->drain_deadline)
             return;
         if (self->work > 0) {
-            broker_log(self, L_WARNING, "drain timeout: %zu queued items discarded",
-                       self->queued);
+            broker_log(self, L_WARNING, "drain timeout: %zu queued items discarded (%zu items "
+                       "of work were left, queued or in flight)", self->queued, self->work);
             for (size_t k = 0; k < self->modules.cap; k++)
                 for (module_t *m = self->modules.values[k]; m; m = m->next_hash)
                     broker_queue_discard(self, m);

@@ -125,7 +125,7 @@ static void s_module_delete(broker_t *self, module_t *m)
     free(m);
 }
 
-void broker_module_lost(broker_t *self, module_t *m, const char *why)
+void broker_module_lost(broker_t *self, module_t *m, const char *why, bool crashed)
 {
     if (m->state == MS_GONE)
         return;
@@ -136,7 +136,7 @@ void broker_module_lost(broker_t *self, module_t *m, const char *why)
         self->unreachable--;
     }
     broker_calls_gone(self, m, why);
-    broker_inflight_lost(self, m);
+    broker_inflight_lost(self, m, crashed);
     s_conns_drop(self, m);
     s_close_pidfd(self, m);
     broker_set_state(self, m, MS_GONE);
@@ -154,7 +154,7 @@ void broker_module_lost(broker_t *self, module_t *m, const char *why)
 void broker_on_bye(broker_t *self, conn_t *c)
 {
     if (c->is_main) {
-        broker_module_lost(self, c->module, "said goodbye");
+        broker_module_lost(self, c->module, "said goodbye", false);
         return;
     }
     module_t *m = c->module;
@@ -188,7 +188,7 @@ void broker_on_pidfd(broker_t *self, int fd)
     for (size_t i = 0; i < self->modules.cap; i++)
         for (module_t *m = self->modules.values[i]; m; m = m->next_hash)
             if (m->pidfd == fd) {
-                broker_module_lost(self, m, "exited");
+                broker_module_lost(self, m, "exited", true);
                 return;
             }
     epoll_ctl(self->epfd, EPOLL_CTL_DEL, fd, NULL); /* already removed */
@@ -221,7 +221,7 @@ void broker_check_liveness(broker_t *self, int64_t now)
     while (self->unreachable && (m = s_find_unreachable(self))) {
         m->unreachable = false;
         self->unreachable--;
-        broker_module_lost(self, m, "disconnected");
+        broker_module_lost(self, m, "disconnected", true);
     }
     if (self->expected && now >= self->expect_deadline)
         broker_activate_check(self, NULL);
@@ -230,7 +230,7 @@ void broker_check_liveness(broker_t *self, int64_t now)
     while ((m = s_find_expired(self, now))) {
         if (m->state != MS_GONE) {
             /* Peers without a pidfd are dead after DEAD_AFTER_BEATS silent intervals. */
-            broker_module_lost(self, m, "missed its heartbeats");
+            broker_module_lost(self, m, "missed its heartbeats", true);
             continue;
         }
         size_t lost = m->queue.count;
@@ -489,9 +489,9 @@ void broker_on_hello(broker_t *self, zmq_msg_t *f, conn_t *c, const lc_hdr_t *h)
     module_t *m = broker_module_find(self, name, nlen);
     if (m && m->state != MS_GONE) {
         if (strcmp(m->token, token) == 0) {
-            broker_module_lost(self, m, "reconnected");
+            broker_module_lost(self, m, "reconnected", false);
         } else if (!s_module_alive(self, m)) {
-            broker_module_lost(self, m, "is dead; its name is taken over");
+            broker_module_lost(self, m, "is dead; its name is taken over", true);
         } else {
             self->stats.refused++;
             if (m->has_creds)
@@ -619,7 +619,7 @@ void broker_registry_clear(broker_t *self)
         if (!m)
             break;
         s_conns_drop(self, m);
-        broker_inflight_lost(self, m);
+        broker_inflight_lost(self, m, false);
         s_module_delete(self, m);
     }
 }

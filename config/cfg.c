@@ -208,6 +208,7 @@ typedef struct {
     yaml_parser_t parser;
     const char *file;
     cfg_error_t *err;
+    bool expand;
 } parse_t;
 
 static int s_next(parse_t *ps, yaml_event_t *ev)
@@ -241,7 +242,7 @@ static cfg_node_t *s_scalar(parse_t *ps, yaml_event_t *ev)
     const char *v = (const char *)ev->data.scalar.value;
     n->quoted = ev->data.scalar.style != YAML_PLAIN_SCALAR_STYLE;
     /* Single quotes are literal in YAML: no expansion there. */
-    n->text = ev->data.scalar.style == YAML_SINGLE_QUOTED_SCALAR_STYLE
+    n->text = ev->data.scalar.style == YAML_SINGLE_QUOTED_SCALAR_STYLE || !ps->expand
                   ? strdup(v)
                   : s_expand(v, ps->file, &ev->start_mark, ps->err);
     if (!n->text) {
@@ -315,8 +316,24 @@ fail:
     return NULL;
 }
 
+static const yaml_char_t *s_anchor(const yaml_event_t *ev)
+{
+    switch (ev->type) {
+    case YAML_SCALAR_EVENT: return ev->data.scalar.anchor;
+    case YAML_MAPPING_START_EVENT: return ev->data.mapping_start.anchor;
+    case YAML_SEQUENCE_START_EVENT: return ev->data.sequence_start.anchor;
+    default: return NULL;
+    }
+}
+
 static cfg_node_t *s_parse(parse_t *ps, yaml_event_t *ev, int depth)
 {
+    if (s_anchor(ev)) {
+        s_error(ps->err, ps->file, (int)ev->start_mark.line + 1, (int)ev->start_mark.column + 1,
+                "anchors (&%s) and aliases are not supported; write the value out",
+                (const char *)s_anchor(ev));
+        return NULL;
+    }
     if (depth > MAX_DEPTH) {
         s_error(ps->err, ps->file, (int)ev->start_mark.line + 1, (int)ev->start_mark.column + 1,
                 "nested deeper than %d levels", MAX_DEPTH);
@@ -339,9 +356,10 @@ static cfg_node_t *s_parse(parse_t *ps, yaml_event_t *ev, int depth)
     }
 }
 
-cfg_node_t *cfg_parse(const char *text, size_t len, const char *name, cfg_error_t *err)
+static cfg_node_t *s_parse_text(const char *text, size_t len, const char *name, bool expand,
+                                cfg_error_t *err)
 {
-    parse_t ps = {.file = strdup(name ? name : "<string>"), .err = err};
+    parse_t ps = {.file = strdup(name ? name : "<string>"), .err = err, .expand = expand};
     if (!ps.file || !yaml_parser_initialize(&ps.parser)) {
         free((char *)ps.file);
         s_error(err, name, 0, 0, "out of memory");
@@ -399,6 +417,16 @@ done:
     root->files[0] = (char *)ps.file;
     root->nfiles = 1;
     return root;
+}
+
+cfg_node_t *cfg_parse(const char *text, size_t len, const char *name, cfg_error_t *err)
+{
+    return s_parse_text(text, len, name, true, err);
+}
+
+cfg_node_t *cfg_parse_literal(const char *text, size_t len, const char *name, cfg_error_t *err)
+{
+    return s_parse_text(text, len, name, false, err);
 }
 
 cfg_node_t *cfg_load(const char *path, cfg_error_t *err)
@@ -472,11 +500,14 @@ cfg_node_t *cfg_find(cfg_node_t *base, const char *path, cfg_error_t *err)
 
 bool cfg_scalar_int(const cfg_node_t *node, long long *out)
 {
-    if (!node || node->type != CFG_SCALAR || !node->text[0])
+    if (!node || node->type != CFG_SCALAR || node->quoted || !node->text[0])
         return false;
     char *end;
     errno = 0;
-    long long v = strtoll(node->text, &end, 0);
+    const char *t = node->text;
+    bool hex = (t[0] == '0' && (t[1] == 'x' || t[1] == 'X')) ||
+               ((t[0] == '-' || t[0] == '+') && t[1] == '0' && (t[2] == 'x' || t[2] == 'X'));
+    long long v = strtoll(t, &end, hex ? 16 : 10);
     if (*end || errno)
         return false;
     *out = v;
@@ -485,7 +516,7 @@ bool cfg_scalar_int(const cfg_node_t *node, long long *out)
 
 bool cfg_scalar_double(const cfg_node_t *node, double *out)
 {
-    if (!node || node->type != CFG_SCALAR || !node->text[0])
+    if (!node || node->type != CFG_SCALAR || node->quoted || !node->text[0])
         return false;
     char *end;
     double v = strtod(node->text, &end);

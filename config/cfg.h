@@ -41,6 +41,8 @@ const char *cfg_error_text(const cfg_error_t *err, char *buf, size_t size);
  * any error (missing file: errno ENOENT is left set). Caller owns the tree. */
 cfg_node_t *cfg_load(const char *path, cfg_error_t *err);
 cfg_node_t *cfg_parse(const char *text, size_t len, const char *name, cfg_error_t *err);
+/* The same without environment variables: for data written by the program itself. */
+cfg_node_t *cfg_parse_literal(const char *text, size_t len, const char *name, cfg_error_t *err);
 void cfg_free(cfg_node_t **root_p);
 
 /* The node at a dotted path below base ("outputs.17.initial": map keys; for a sequence a
@@ -58,7 +60,8 @@ int cfg_get_double(cfg_node_t *base, const char *path, double def, double *out,
                    cfg_error_t *err);
 int cfg_get_bool(cfg_node_t *base, const char *path, bool def, bool *out, cfg_error_t *err);
 
-/* Scalar conversions used by the getters (true on success). */
+/* Scalar conversions used by the getters (true on success). A quoted value is text: it is
+ * never an integer, a number or a boolean. Integers are decimal, or hexadecimal with 0x. */
 bool cfg_scalar_int(const cfg_node_t *node, long long *out);
 bool cfg_scalar_double(const cfg_node_t *node, double *out);
 bool cfg_scalar_bool(const cfg_node_t *node, bool *out);

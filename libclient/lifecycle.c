@@ -24,7 +24,7 @@ const char *lcc_state_name(int state)
 int lc_hook(lc_client_t *self, int which, lc_hook_fn *fn, void *arg)
 {
     assert(self);
-    if (which < LC_HOOK_STARTUP || which > LC_HOOK_SHUTDOWN)
+    if (which < LC_HOOK_STARTUP || which > LC_HOOK_RELOAD)
         return LC_EINVAL;
     self->hooks[which].fn = fn;
     self->hooks[which].arg = arg;

@@ -131,6 +131,8 @@ void lcc_signals_read(lc_client_t *self)
         if (s > 0 && s < 64 && self->signals[s].fn) {
             self->signals[s].fn(self, s, self->signals[s].arg);
         } else if (s == SIGHUP) {
+            if (!self->cfg_file && !self->hooks[LC_HOOK_RELOAD].fn)
+                continue; /* nothing to reload */
             lc_log(self, LC_LOG_INFO, "SIGHUP: reloading");
             lc_config_reload(self);
             if (self->hooks[LC_HOOK_RELOAD].fn)
@@ -148,8 +150,6 @@ static void s_config_free(lc_client_t *self)
 {
     cfg_free(&self->cfg_root);
     self->cfg_section = NULL;
-    json_decref(self->cfg_changes);
-    self->cfg_changes = NULL;
 }
 
 static char *s_dirname(const char *path)
@@ -163,6 +163,25 @@ static char *s_dirname(const char *path)
 }
 
 static cfg_node_t *s_json_to_cfg(json_t *v, const char *file);
+static void s_apply_changes(lc_client_t *self);
+static void s_apply_overlay(lc_client_t *self, cfg_node_t *over);
+
+/* The state file is the module's own data: read as it is, without ${VAR} expansion. */
+static cfg_node_t *s_load_literal(const char *path, cfg_error_t *err)
+{
+    json_error_t jerr;
+    json_t *j = json_load_file(path, 0, &jerr);
+    if (!j) {
+        snprintf(err->file, sizeof err->file, "%s", path);
+        err->line = jerr.line;
+        err->col = jerr.column;
+        snprintf(err->message, sizeof err->message, "%s", jerr.text);
+        return NULL;
+    }
+    cfg_node_t *n = s_json_to_cfg(j, path);
+    json_decref(j);
+    return n;
+}
 
 int lc_config_load(lc_client_t *self, const char *path)
 {
@@ -193,23 +212,34 @@ int lc_config_load(lc_client_t *self, const char *path)
     /* The module's own changes, saved in its state file, are laid over its section. */
     const char *state = lcc_state_file(self);
     if (state && access(state, F_OK) == 0) {
-        cfg_node_t *over = cfg_load(state, &err);
+        cfg_node_t *over = s_load_literal(state, &err);
         if (!over) {
             char buf[1200];
             lc_log(self, LC_LOG_ERROR, "%s; its changes are ignored",
                    cfg_error_text(&err, buf, sizeof buf));
-        } else if (self->cfg_section) {
-            cfg_merge(self->cfg_root, self->cfg_section, over);
         } else {
-            cfg_free(&over);
+            s_apply_overlay(self, over);
         }
     }
+    s_apply_changes(self); /* changes not saved yet survive a reload */
     return 0;
 }
 
 int lc_config_reload(lc_client_t *self)
 {
-    char *file = self->cfg_file ? strdup(self->cfg_file) : NULL;
+    if (!self->cfg_file)
+        return 0;
+    /* A file that does not load now leaves the module on what it had. */
+    cfg_error_t err;
+    cfg_node_t *probe = cfg_load(self->cfg_file, &err);
+    if (!probe) {
+        char buf[1200];
+        lc_log(self, LC_LOG_ERROR, "reload: %s; keeping the configuration read before",
+               cfg_error_text(&err, buf, sizeof buf));
+        return LC_EINVAL;
+    }
+    cfg_free(&probe);
+    char *file = strdup(self->cfg_file);
     int rc = lc_config_load(self, file);
     free(file);
     return rc;
@@ -402,9 +432,46 @@ static cfg_node_t *s_json_to_cfg(json_t *v, const char *file)
     char *text = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
     if (!text)
         return NULL;
-    cfg_node_t *n = cfg_parse(text, strlen(text), file, NULL);
+    cfg_node_t *n = cfg_parse_literal(text, strlen(text), file, NULL);
     free(text);
     return n;
+}
+
+/* Lays a tree over the module's section, creating modules.<name>.config if needed. */
+static void s_apply_overlay(lc_client_t *self, cfg_node_t *over)
+{
+    if (!over)
+        return;
+    if (!self->cfg_root) {
+        json_t *empty = json_object();
+        self->cfg_root = s_json_to_cfg(empty, "<changes>");
+        json_decref(empty);
+        if (!self->cfg_root) {
+            cfg_free(&over);
+            return;
+        }
+    }
+    if (!self->cfg_section) {
+        char path[LC_NAME_MAX + 32];
+        snprintf(path, sizeof path, "modules.%s.config", lc_client_name(self));
+        json_t *shell = json_pack("{s:{s:{s:{}}}}", "modules", lc_client_name(self), "config");
+        cfg_node_t *tree = s_json_to_cfg(shell, "<changes>");
+        json_decref(shell);
+        if (tree)
+            cfg_merge(self->cfg_root, self->cfg_root, tree);
+        self->cfg_section = cfg_find(self->cfg_root, path, NULL);
+        if (!self->cfg_section) {
+            cfg_free(&over);
+            return;
+        }
+    }
+    cfg_merge(self->cfg_root, self->cfg_section, over);
+}
+
+static void s_apply_changes(lc_client_t *self)
+{
+    if (self->cfg_changes && json_object_size(self->cfg_changes))
+        s_apply_overlay(self, s_json_to_cfg(self->cfg_changes, "<changes>"));
 }
 
 int lc_config_set(lc_client_t *self, const char *path, json_t *value)
@@ -422,25 +489,11 @@ int lc_config_set(lc_client_t *self, const char *path, json_t *value)
     json_t *one = json_object();
     s_json_set_path(one, path, json_incref(value));
     s_json_set_path(self->cfg_changes, path, value);
-    if (!self->cfg_root) {
-        json_t *empty = json_object();
-        self->cfg_root = s_json_to_cfg(empty, "<changes>");
-        json_decref(empty);
-    }
-    if (self->cfg_root && !self->cfg_section) {
-        /* No section in the file: the changes become the section. */
-        cfg_node_t *over = s_json_to_cfg(one, "<changes>");
-        json_decref(one);
-        if (over) {
-            cfg_merge(self->cfg_root, self->cfg_root, over);
-            self->cfg_section = self->cfg_root;
-        }
-        return 0;
-    }
     cfg_node_t *over = s_json_to_cfg(one, "<changes>");
     json_decref(one);
-    if (over)
-        cfg_merge(self->cfg_root, self->cfg_section, over);
+    if (!over)
+        return LC_ENOMEM;
+    s_apply_overlay(self, over);
     return 0;
 }
 
@@ -480,6 +533,8 @@ int lc_config_save(lc_client_t *self)
 void lcc_config_free(lc_client_t *self)
 {
     s_config_free(self);
+    json_decref(self->cfg_changes);
+    self->cfg_changes = NULL;
     free(self->cfg_file);
     free(self->state_file);
     free(self->cfg_path_buf);

@@ -105,6 +105,9 @@ Test(config, syntax_errors_have_positions)
     cr_assert_eq(e.col, 1);
     cr_assert(strstr(e.message, "duplicate key 'a'"), "%s", e.message);
     e = s_parse_fails("x: &anchor 1\ny: *anchor\n");
+    cr_assert_eq(e.line, 1, "the anchor is refused where it stands");
+    cr_assert(strstr(e.message, "anchors"), "%s", e.message);
+    e = s_parse_fails("x: 1\ny: *anchor\n");
     cr_assert_eq(e.line, 2);
     cr_assert(strstr(e.message, "aliases"), "%s", e.message);
     e = s_parse_fails("a: 1\n---\nb: 2\n");
