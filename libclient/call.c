@@ -336,11 +336,13 @@ static int s_reply_send(lc_request_t *req, int type, int status, char *payload, 
         /* A task or event: nothing goes back but its completion. */
         if (status != 0) {
             json_t *e = plen ? json_loadb(payload, plen, 0, NULL) : NULL;
-            /* Decision 14: critical, with module, handler and transaction. */
+            /* Decision 14: critical, with module, handler and transaction, and a record in
+             * the exception log when the module has one (lc-launch sets it). */
+            const char *why = json_string_value(json_object_get(e, "message"));
             lc_log(self, LC_LOG_CRITICAL, "%s %s (tx %llu, from %s) failed: %s",
                    req->kind == LC_KIND_TASK ? "task" : "event handler", req->method,
-                   (unsigned long long)req->hdr.tx, req->source,
-                   json_string_value(json_object_get(e, "message")));
+                   (unsigned long long)req->hdr.tx, req->source, why ? why : "");
+            lcc_exception_record(self, req, why);
             json_decref(e);
         }
         free(payload);

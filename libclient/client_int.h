@@ -221,6 +221,7 @@ void lcc_signals_read(lc_client_t *self);
 void lcc_shutdown_self(lc_client_t *self);
 const char *lcc_state_file(lc_client_t *self);
 void lcc_config_free(lc_client_t *self);
+void lcc_exception_record(lc_client_t *self, const lc_request_t *req, const char *why);
 void lc_logv(lc_client_t *self, int level, const char *fmt, va_list ap);
 int lcc_thread_create(pthread_t *tid, void *(*fn)(void *), void *arg); /* signals blocked */
 void lcc_queue_push(lc_client_t *self, inmsg_t *m);     /* takes the payload */

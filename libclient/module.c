@@ -6,6 +6,7 @@
 
 #include <assert.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -617,4 +618,31 @@ lc_client_t *lc_module_new(const char *default_name, int *argc, char **argv)
         return NULL;
     }
     return c;
+}
+
+/* ---- The exception log ---------------------------------------------------------------- */
+
+void lcc_exception_record(lc_client_t *self, const lc_request_t *req, const char *why)
+{
+    const char *path = getenv("LC_EXCEPTION_LOG");
+    if (!path || !*path)
+        return;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    struct tm tm;
+    localtime_r(&ts.tv_sec, &tm);
+    char when[32], rec[2048];
+    strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", &tm);
+    int n = snprintf(rec, sizeof rec,
+                     "%s.%06ld handler failed: module %s, %s %s, tx %llu, from %s\n  | %s\n\n",
+                     when, ts.tv_nsec / 1000, lc_client_name(self),
+                     req->kind == LC_KIND_TASK ? "task" : "event", req->method,
+                     (unsigned long long)req->hdr.tx, req->source, why ? why : "");
+    /* One append per record: records of several modules do not mix. */
+    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return;
+    ssize_t w = write(fd, rec, (size_t)(n < (int)sizeof rec ? n : (int)sizeof rec - 1));
+    (void)w;
+    close(fd);
 }

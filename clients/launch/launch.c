@@ -214,6 +214,8 @@ static int s_spawn(child_t *c, const char *program, char **args, char **env, con
         setenv("LC_BUS", L.sys->endpoint, 1);
         setenv("LC_CONFIG", L.sys->path, 1);
         setenv("LC_MODULE", c->name, 1);
+        if (L.sys->exception_log)
+            setenv("LC_EXCEPTION_LOG", L.sys->exception_log, 1);
         const char *level = c->spec && c->spec->log_level ? c->spec->log_level : L.sys->log_level;
         if (level)
             setenv("LC_LOG_LEVEL", level, 1);

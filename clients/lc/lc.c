@@ -204,27 +204,11 @@ static void s_print_event(lc_request_t *req, json_t *args, void *arg)
         lc_stop(lc_request_client(req));
 }
 
-static void *s_signal_thread(void *arg)
-{
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGINT);
-    int sig;
-    sigwait(&set, &sig);
-    lc_stop(arg);
-    return NULL;
-}
-
 static int s_listen(const char *bus, int timeout, bool json, long count, int argc, char **argv)
 {
     if (argc < 1)
         die(EXIT_USAGE, "listen needs at least one event name or pattern; try 'lc --help'");
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGINT);
-    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    /* SIGTERM and SIGINT stop lc_run() through liblc's signal handling. */
     lc_client_t *client = lc_client_new(NULL, bus);
     if (!client)
         die(EXIT_USAGE, "invalid bus endpoint '%s'", bus ? bus : "(default)");
@@ -234,9 +218,7 @@ static int s_listen(const char *bus, int timeout, bool json, long count, int arg
             die(EXIT_USAGE, "'%s' is not an event name or pattern ([a-z0-9_], '*' at the end)",
                 argv[i]);
     lc_client_set_timeout(client, timeout);
-    pthread_t thread;
-    pthread_create(&thread, NULL, s_signal_thread, client);
-    pthread_detach(thread);
+    lc_client_set_log_level(client, LC_LOG_WARNING); /* Ctrl-C needs no comment */
     int rc = lc_run(client);
     if (rc == LC_ENOBUS)
         fprintf(stderr, "%s: no broker answered at %s within %d ms (is lc-broker running? "
