@@ -108,6 +108,9 @@ void cfg_free(cfg_node_t **root_p)
     cfg_node_t *root = *root_p;
     char **files = root->files;
     size_t n = root->nfiles;
+    for (size_t i = 0; i < root->ndead; i++)
+        s_free(root->dead[i]);
+    free(root->dead);
     s_free(root);
     for (size_t i = 0; i < n; i++)
         free(files[i]);
@@ -647,7 +650,17 @@ int cfg_check(const cfg_node_t *map, const cfg_rule_t *rules, const char *what, 
     return 0;
 }
 
-static void s_merge(cfg_node_t *base, cfg_node_t *overlay)
+/* Keeps a replaced node with the root (see cfg_merge). */
+static void s_retire(cfg_node_t *root, cfg_node_t *n)
+{
+    cfg_node_t **dead = realloc(root->dead, (root->ndead + 1) * sizeof *dead);
+    if (!dead)
+        return; /* out of memory: left allocated; a small leak beats a dangling borrow */
+    root->dead = dead;
+    root->dead[root->ndead++] = n;
+}
+
+static void s_merge(cfg_node_t *root, cfg_node_t *base, cfg_node_t *overlay)
 {
     for (size_t i = 0; i < overlay->n; i++) {
         cfg_node_t *o = overlay->items[i];
@@ -660,13 +673,13 @@ static void s_merge(cfg_node_t *base, cfg_node_t *overlay)
                 at = k;
             }
         if (b && b->type == CFG_MAP && o->type == CFG_MAP) {
-            s_merge(b, o);
+            s_merge(root, b, o);
             s_free(o);
         } else if (b) {
             free(o->key);
             o->key = b->key;
             b->key = NULL;
-            s_free(b);
+            s_retire(root, b);
             base->items[at] = o;
         } else if (s_add(base, o) < 0) {
             s_free(o);
@@ -693,7 +706,7 @@ int cfg_merge(cfg_node_t *root, cfg_node_t *base, cfg_node_t *overlay)
         base->type = CFG_MAP;
     }
     if (base->type == CFG_MAP && overlay->type == CFG_MAP)
-        s_merge(base, overlay);
+        s_merge(root, base, overlay);
     cfg_free(&overlay);
     return 0;
 }

@@ -24,6 +24,8 @@ typedef struct cfg_node {
     const char *file; /* shared by every node of one file */
     char **files;     /* root only: file names it owns (its own, and merged ones) */
     size_t nfiles;
+    struct cfg_node **dead; /* root only: nodes replaced by a merge, kept until the tree is */
+    size_t ndead;           /* freed, since their strings may still be borrowed */
 } cfg_node_t;
 
 typedef struct {
@@ -81,7 +83,8 @@ typedef struct {
 int cfg_check(const cfg_node_t *map, const cfg_rule_t *rules, const char *what, cfg_error_t *err);
 
 /* Lays the tree overlay (a root, which is freed) over base, a node of the tree root:
- * maps merge key by key, anything else replaces. Returns 0 or -1 (out of memory). */
+ * maps merge key by key, anything else replaces. What is replaced stays allocated until
+ * root is freed, so strings read from it remain valid. Returns 0 or -1 (out of memory). */
 int cfg_merge(cfg_node_t *root, cfg_node_t *base, cfg_node_t *overlay);
 
 const char *cfg_type_name(int type);
