@@ -362,8 +362,10 @@ static void s_on_exit(child_t *c)
     }
     if (c == &L.broker) {
         /* The modules reconnect and register again by themselves. */
+        c->restarts++;
         c->state = CH_BACKOFF;
         c->next_start = s_now() + 100;
+        s_say("launcher", "restarting the broker in 100 ms");
         return;
     }
     if (c->removed) {
@@ -591,9 +593,21 @@ static void s_reload(void)
             s_launch(c);
             continue;
         }
+        if (c->removed || !c->spec) {
+            /* Removed earlier, back in the file now. */
+            bool running = c->state == CH_RUNNING;
+            c->spec = spec;
+            c->removed = false;
+            s_say("launcher", "%s was added to the file again: %s", c->name,
+                  running ? "restarting it" : "starting it");
+            if (running)
+                c->restart_requested = true;
+            else
+                s_launch(c);
+            continue;
+        }
         bool changed = strcmp(c->spec->signature, spec->signature) != 0;
         c->spec = spec;
-        c->removed = false;
         if (changed && (c->state == CH_RUNNING || c->state == CH_BACKOFF)) {
             s_say("launcher", "%s changed in the file: restarting it", c->name);
             if (c->state == CH_RUNNING) {
@@ -883,6 +897,9 @@ int main(int argc, char **argv)
         lc_dispatch(L.bus);
         s_timers();
     }
+    for (int i = 0; i < L.nchildren; i++)
+        if (L.children[i].state == CH_FAILED && !L.children[i].removed)
+            L.unclean = true; /* given up on: the system did not run as described */
     s_say("launcher", "stopped%s", L.unclean ? " (not everything cleanly)" : "");
     lc_client_destroy(&L.bus);
     for (int i = 0; i < L.nchildren; i++) {

@@ -246,7 +246,10 @@ static int s_order(system_t *sys, cfg_node_t *mods, cfg_error_t *err)
     for (int i = 0; i < n; i++)
         for (char **a = sys->modules[i].after; a && *a; a++)
             if (!system_find(sys, *a) || strcmp(*a, sys->modules[i].name) == 0) {
-                cfg_node_t *at = cfg_find(mods->items[i], "after", NULL);
+                cfg_node_t *list = cfg_find(mods->items[i], "after", NULL), *at = list;
+                for (size_t e = 0; list && e < list->n; e++)
+                    if (list->items[e]->text && strcmp(list->items[e]->text, *a) == 0)
+                        at = list->items[e]; /* point at the entry itself */
                 free(sorted);
                 free(placed);
                 return cfg_fail(err, at, "modules.%s.after: '%s' is %s", sys->modules[i].name,
