@@ -31,18 +31,13 @@ void broker_log(broker_t *self, int level, const char *fmt, ...)
     static const char *const names[] = {"error", "warning", "info", "debug"};
     if (level > self->cfg.verbose + 1)
         return;
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    struct tm tm;
-    localtime_r(&ts.tv_sec, &tm);
-    char when[32];
-    strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", &tm);
-    char msg[1024];
+    char when[32], msg[1024];
+    lc_timestamp(when, sizeof when, false);
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    fprintf(stderr, "%s.%03ld lc-broker %s: %s\n", when, ts.tv_nsec / 1000000, names[level], msg);
+    fprintf(stderr, "%s lc-broker %s: %s\n", when, names[level], msg);
 }
 
 /* At most LOG_BURST lines per kind per second; the rest are counted and summed up. */
@@ -514,8 +509,9 @@ void broker_destroy(broker_t **self_p)
     heap_clear(&self->deadlines);
     strpool_clear(&self->pool);
     if (self->router) {
-        /* A moment for the last words (module_state, errors) to leave. */
-        int linger = 200;
+        /* A moment for the last words (module_state, errors) to leave, even on a busy
+         * machine; peers that are gone do not hold it up. */
+        int linger = 1000;
         zmq_setsockopt(self->router, ZMQ_LINGER, &linger, sizeof linger);
         zmq_close(self->router);
     }

@@ -229,6 +229,5 @@ int broker_subs_set(broker_t *self, module_t *m, json_t *patterns, char *err, si
 void broker_subs_clear(broker_t *self, module_t *m);
 void broker_inflight_lost(broker_t *self, module_t *m, bool crashed);
 void broker_queue_discard(broker_t *self, module_t *m);
-bool broker_event_name_valid(const char *name, size_t len);
 
 #endif

@@ -10,18 +10,6 @@
 
 #define DONE_RECORD 16 /* u64 id, u32 status, u32 reserved */
 
-bool broker_event_name_valid(const char *name, size_t len)
-{
-    if (len == 0 || len > LC_NAME_MAX)
-        return false;
-    for (size_t i = 0; i < len; i++) {
-        char c = name[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_'))
-            return false;
-    }
-    return true;
-}
-
 /* Events only the broker may send (decision 5); "exit" may come from a module. */
 static bool s_reserved_event(const char *name, size_t len)
 {
@@ -69,8 +57,8 @@ int broker_subs_validate(json_t *patterns, char *err, size_t errlen)
         const char *p = json_string_value(v);
         size_t len = p ? strlen(p) : 0;
         bool wild = len && p[len - 1] == '*';
-        if (!p || (wild ? (len > 1 && !broker_event_name_valid(p, len - 1))
-                        : !broker_event_name_valid(p, len))) {
+        if (!p || (wild ? (len > 1 && !lc_event_name_valid(p, len - 1))
+                        : !lc_event_name_valid(p, len))) {
             snprintf(err, errlen, "invalid subscription %zu: an event name of [a-z0-9_], or a "
                      "prefix of one followed by '*'", i);
             return LC_STATUS_BAD_NAME;
@@ -387,7 +375,7 @@ void broker_on_event(broker_t *self, zmq_msg_t *f, conn_t *c, const lc_hdr_t *h)
     size_t len = zmq_msg_size(&f[2]);
     memcpy(name, zmq_msg_data(&f[2]), len);
     name[len] = 0;
-    if (!broker_event_name_valid(name, len)) {
+    if (!lc_event_name_valid(name, len)) {
         self->stats.malformed++;
         s_refuse(self, c, h, name, LC_STATUS_BAD_NAME,
                  "invalid event name '%.200s': use 1-64 characters of [a-z0-9_]", name);

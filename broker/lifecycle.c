@@ -212,6 +212,9 @@ void broker_exit_step(broker_t *self, int64_t now)
         /* Every module deactivated and the queue drained, before any shutdown. */
         if ((self->work > 0 || s_any_active(self)) && now < self->drain_deadline)
             return;
+        if (now >= self->drain_deadline)
+            broker_log(self, L_WARNING, "drain timeout: %zu items of work left, %s",
+                       self->work, s_any_active(self) ? "a module still active" : "no module active");
         if (self->work > 0) {
             broker_log(self, L_WARNING, "drain timeout: %zu queued items discarded (%zu items "
                        "of work were left, queued or in flight)", self->queued, self->work);

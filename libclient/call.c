@@ -9,6 +9,17 @@
 
 static int s_reply_send(lc_request_t *req, int type, int status, char *payload, size_t plen);
 
+/* Queues a finished asynchronous call for its callback on the loop (lock held). */
+static void s_ready_push(lc_client_t *self, pending_t *p)
+{
+    p->next_ready = NULL;
+    if (self->ready_tail)
+        self->ready_tail->next_ready = p;
+    else
+        self->ready_head = p;
+    self->ready_tail = p;
+}
+
 void lcc_pending_free(pending_t *p)
 {
     if (p) {
@@ -29,14 +40,8 @@ void lcc_fail_all_pending(lc_client_t *self, int rc, const char *why)
         p->done = true;
         p->rc = rc;
         p->result = lcc_local_error(lc_errno_to_status(rc), "%s", why);
-        if (p->fn) {
-            p->next_ready = NULL;
-            if (self->ready_tail)
-                self->ready_tail->next_ready = p;
-            else
-                self->ready_head = p;
-            self->ready_tail = p;
-        }
+        if (p->fn)
+            s_ready_push(self, p);
         /* A synchronous waiter's entry stays with the waiter, which sees done. */
     }
     pthread_mutex_unlock(&self->lock);
@@ -136,14 +141,8 @@ bool lcc_complete(lc_client_t *self, inmsg_t *m)
         p->result = lcc_error_object((int)m->hdr.status, d, n);
     }
     p->done = true;
-    if (p->fn) {
-        p->next_ready = NULL;
-        if (self->ready_tail)
-            self->ready_tail->next_ready = p;
-        else
-            self->ready_head = p;
-        self->ready_tail = p;
-    }
+    if (p->fn)
+        s_ready_push(self, p);
     pthread_mutex_unlock(&self->lock);
     return true;
 }
@@ -485,12 +484,7 @@ void lcc_expire_calls(lc_client_t *self, int64_t now)
         p->rc = LC_ETIMEDOUT;
         p->result = lcc_local_error(LC_STATUS_TIMEOUT, "no answer from %s within %d ms", p->target,
                                     p->timeout_ms);
-        p->next_ready = NULL;
-        if (self->ready_tail)
-            self->ready_tail->next_ready = p;
-        else
-            self->ready_head = p;
-        self->ready_tail = p;
+        s_ready_push(self, p);
     }
     pthread_mutex_unlock(&self->lock);
 }

@@ -310,12 +310,8 @@ lc_client_t *lc_client_new(const char *name, const char *endpoint)
     zmq_ctx_set(self->ctx, ZMQ_BLOCKY, 0);
     /* ZeroMQ starts its I/O thread with the first socket: with the loop's signals blocked,
      * so that they reach the loop's signalfd and never that thread. */
-    sigset_t block, old;
-    sigemptyset(&block);
-    sigaddset(&block, SIGTERM);
-    sigaddset(&block, SIGINT);
-    sigaddset(&block, SIGHUP);
-    pthread_sigmask(SIG_BLOCK, &block, &old);
+    sigset_t old;
+    lcc_block_signals(&old);
     self->sock = zmq_socket(self->ctx, ZMQ_DEALER);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (!self->sock)

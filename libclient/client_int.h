@@ -224,6 +224,7 @@ void lcc_config_free(lc_client_t *self);
 void lcc_exception_record(lc_client_t *self, const lc_request_t *req, const char *why);
 void lc_logv(lc_client_t *self, int level, const char *fmt, va_list ap);
 int lcc_thread_create(pthread_t *tid, void *(*fn)(void *), void *arg); /* signals blocked */
+void lcc_block_signals(sigset_t *old); /* SIGTERM, SIGINT, SIGHUP in this thread */
 void lcc_queue_push(lc_client_t *self, inmsg_t *m);     /* takes the payload */
 void lcc_queue_run(lc_client_t *self);                   /* starts what the slots allow */
 void lcc_queue_clear(lc_client_t *self);

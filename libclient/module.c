@@ -60,16 +60,12 @@ void lc_logv(lc_client_t *self, int level, const char *fmt, va_list ap)
         syslog(prio[level], "%s", msg);
         return;
     }
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    struct tm tm;
-    localtime_r(&ts.tv_sec, &tm);
     char when[32];
-    strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", &tm);
+    lc_timestamp(when, sizeof when, false);
     /* One write per line, so that lines of several threads do not mix. */
     char line[2300];
-    int n = snprintf(line, sizeof line, "%s.%03ld %s %s: %s\n", when, ts.tv_nsec / 1000000,
-                     name[0] ? name : "lc", s_levels[level], msg);
+    int n = snprintf(line, sizeof line, "%s %s %s: %s\n", when, name[0] ? name : "lc",
+                     s_levels[level], msg);
     if (n > (int)sizeof line - 1)
         n = (int)sizeof line - 1;
     ssize_t w = write(STDERR_FILENO, line, (size_t)n);
@@ -627,15 +623,11 @@ void lcc_exception_record(lc_client_t *self, const lc_request_t *req, const char
     const char *path = getenv("LC_EXCEPTION_LOG");
     if (!path || !*path)
         return;
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    struct tm tm;
-    localtime_r(&ts.tv_sec, &tm);
     char when[32], rec[2048];
-    strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", &tm);
+    lc_timestamp(when, sizeof when, true);
     int n = snprintf(rec, sizeof rec,
-                     "%s.%06ld handler failed: module %s, %s %s, tx %llu, from %s\n  | %s\n\n",
-                     when, ts.tv_nsec / 1000, lc_client_name(self),
+                     "%s handler failed: module %s, %s %s, tx %llu, from %s\n  | %s\n\n", when,
+                     lc_client_name(self),
                      req->kind == LC_KIND_TASK ? "task" : "event", req->method,
                      (unsigned long long)req->hdr.tx, req->source, why ? why : "");
     /* One append per record: records of several modules do not mix. */

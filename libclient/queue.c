@@ -13,18 +13,6 @@
 
 /* ---- Names ---------------------------------------------------------------------------- */
 
-static bool s_event_name_valid(const char *name, size_t len)
-{
-    if (len == 0 || len > LC_NAME_MAX)
-        return false;
-    for (size_t i = 0; i < len; i++) {
-        char c = name[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_'))
-            return false;
-    }
-    return true;
-}
-
 void lcc_inherit(lc_client_t *self, lc_hdr_t *h, int priority)
 {
     int prio = priority & 0xff;
@@ -211,7 +199,7 @@ static int s_emit(lc_client_t *self, const char *event, json_t *args, int priori
         snprintf(name, sizeof name, "%s", event);
     else /* the seed's default: <module>_event */
         snprintf(name, sizeof name, "%s_event", lc_client_name(self));
-    if (!s_event_name_valid(name, strlen(name))) {
+    if (!lc_event_name_valid(name, strlen(name))) {
         json_decref(args);
         return s_fail(info, LC_EINVAL, "invalid event name '%s': use 1-64 characters of [a-z0-9_]",
                       name);
@@ -238,8 +226,8 @@ int lc_on(lc_client_t *self, const char *pattern, lc_method_fn *fn, void *arg)
     size_t len = pattern ? strlen(pattern) : 0;
     bool wild = len && pattern[len - 1] == '*';
     if (!fn || !lcc_on_loop(self) || !len ||
-        (wild ? (len > 1 && !s_event_name_valid(pattern, len - 1))
-              : !s_event_name_valid(pattern, len)))
+        (wild ? (len > 1 && !lc_event_name_valid(pattern, len - 1))
+              : !lc_event_name_valid(pattern, len)))
         return LC_EINVAL;
     handler_t *hd = NULL;
     for (size_t i = 0; i < self->nhandlers; i++)

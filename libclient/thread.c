@@ -264,13 +264,19 @@ int lcc_sat_call(lc_client_t *self, const char *target, char *payload, size_t pl
 int lcc_thread_create(pthread_t *tid, void *(*fn)(void *), void *arg)
 {
     /* The loop's signals stay blocked in every thread liblc starts. */
-    sigset_t block, old;
+    sigset_t old;
+    lcc_block_signals(&old);
+    int rc = pthread_create(tid, NULL, fn, arg);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return rc;
+}
+
+void lcc_block_signals(sigset_t *old)
+{
+    sigset_t block;
     sigemptyset(&block);
     sigaddset(&block, SIGTERM);
     sigaddset(&block, SIGINT);
     sigaddset(&block, SIGHUP);
-    pthread_sigmask(SIG_BLOCK, &block, &old);
-    int rc = pthread_create(tid, NULL, fn, arg);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-    return rc;
+    pthread_sigmask(SIG_BLOCK, &block, old);
 }

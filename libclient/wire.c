@@ -2,6 +2,7 @@
 #include "lc.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 #include <time.h>
 
@@ -109,6 +110,32 @@ bool lc_method_name_valid(const char *name, size_t len)
         if (!s_alnum(name[i]) && name[i] != '_')
             return false;
     return true;
+}
+
+bool lc_event_name_valid(const char *name, size_t len)
+{
+    if (len == 0 || len > LC_NAME_MAX)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        char c = name[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_'))
+            return false;
+    }
+    return true;
+}
+
+void lc_timestamp(char *buf, size_t size, bool micro)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    struct tm tm;
+    localtime_r(&ts.tv_sec, &tm);
+    char when[32];
+    strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", &tm);
+    if (micro)
+        snprintf(buf, size, "%s.%06ld", when, ts.tv_nsec / 1000);
+    else
+        snprintf(buf, size, "%s.%03ld", when, ts.tv_nsec / 1000000);
 }
 
 static const struct {

@@ -112,6 +112,11 @@ enum {
  * a method name is 1..LC_NAME_MAX bytes of [A-Za-z0-9_] starting with a letter or '_'. */
 bool lc_name_valid(const char *name, size_t len);
 bool lc_method_name_valid(const char *name, size_t len);
+bool lc_event_name_valid(const char *name, size_t len); /* 1..64 bytes of [a-z0-9_] */
+
+/* Writes the local time as "YYYY-MM-DD HH:MM:SS.mmm" (or .ffffff with micro: the
+ * exception log's form, as the Python package wrote it) into buf (32 bytes will do). */
+void lc_timestamp(char *buf, size_t size, bool micro);
 
 const char *lc_status_name(int status); /* "unknown_module" */
 int lc_status_to_errno(int status);     /* LC_STATUS_GONE -> LC_EGONE */

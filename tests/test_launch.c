@@ -849,7 +849,11 @@ Test(launch, sigterm_stops_in_reverse_order)
     cr_assert_eq(lc_on(w, "module_state", s_on_state, &in), 0);
     int rc = lc_connect(w, 10000);
     cr_assert_eq(rc, 0, "%s", lc_strerror(rc));
+    int64_t t_conn = lc_mono_ms();
+    int first_drc = 0;
+    int64_t first_drc_at = 0;
 
+    int64_t t_term = lc_mono_ms();
     kill(s_lp->pid, SIGTERM);
     /* Until all four reported, or a moment after lc-launch ended: the broker's very last
      * events (those of root, shut down last) may not reach a subscriber before it exits. */
@@ -858,14 +862,21 @@ Test(launch, sigterm_stops_in_reverse_order)
     while (in.n < 4 && lc_mono_ms() < deadline) {
         if (!ended_at && h_wait_exit(s_lp, 0) != -1)
             ended_at = lc_mono_ms();
-        if (ended_at && lc_mono_ms() - ended_at > 300)
+        if (ended_at && lc_mono_ms() - ended_at > 2000)
             break;
         struct pollfd p = {.fd = fd, .events = POLLIN};
         int t = lc_timeout(w);
         poll(&p, 1, t < 0 || t > 20 ? 20 : t);
-        lc_dispatch(w);
+        int drc = lc_dispatch(w);
+        if (drc != 0 && !first_drc) {
+            first_drc = drc;
+            first_drc_at = lc_mono_ms() - t_term;
+        }
     }
-    cr_assert_geq(in.n, 3, "shutdown reports: %d (events: %s)\n%s", in.n, in.seen, s_out());
+    cr_assert_geq(in.n, 3, "shutdown reports: %d (events: %s; lc_dispatch: %d %s after %lld ms; "
+                  "connected %lld ms before SIGTERM)\n%s",
+                  in.n, in.seen, first_drc, first_drc ? lc_strerror(first_drc) : "",
+                  (long long)first_drc_at, (long long)(t_term - t_conn), s_out());
     cr_assert(strcmp(in.names[0], "c") == 0 && strcmp(in.names[1], "b") == 0 &&
                   strcmp(in.names[2], "a") == 0 && (in.n < 4 || strcmp(in.names[3], "root") == 0),
               "shut down in the order %s, %s, %s, %s, not c, b, a, root (events: %s)",
@@ -916,7 +927,9 @@ Test(launch, stubborn_module_is_killed_after_its_timeout)
     int64_t took = lc_mono_ms() - t0;
     char *out = s_slurp(s_lp->log);
     cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 1, "status 0x%x, not exit 1\n%s", st, out);
-    cr_assert_lt(took, 5000, "lc-launch took %lld ms\n%s", (long long)took, out);
+    /* Bounded by the configured timeouts (at most the broker's 5 s drain, 1 s exit, the
+     * module's 300 ms), with room for a busy machine. */
+    cr_assert_lt(took, 9000, "lc-launch took %lld ms\n%s", (long long)took, out);
     cr_assert(strstr(out, "stubborn did not stop within 300 ms: SIGKILL"), "%s", out);
     cr_assert(strstr(out, "signal KILL"), "%s", out);
     free(out);

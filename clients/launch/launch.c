@@ -4,6 +4,7 @@
 #include "../common.h"
 #include "lc.h"
 #include "system.h"
+#include "wire.h" /* lc_timestamp */
 
 #include <errno.h>
 #include <fcntl.h>
@@ -148,15 +149,10 @@ static void s_crash_record(child_t *c, int status)
               strerror(errno));
         return;
     }
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    struct tm tm;
-    localtime_r(&ts.tv_sec, &tm);
     char when[32], why[64];
-    strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", &tm);
+    lc_timestamp(when, sizeof when, true);
     s_status_text(status, why, sizeof why);
-    fprintf(f, "%s.%06ld crash: module %s, pid %d, %s\n", when, ts.tv_nsec / 1000, c->name,
-            (int)c->pid, why);
+    fprintf(f, "%s crash: module %s, pid %d, %s\n", when, c->name, (int)c->pid, why);
     for (int i = 0; i < TAIL_LINES; i++) {
         const char *t = c->tail[(c->tail_pos + i) % TAIL_LINES];
         if (t)

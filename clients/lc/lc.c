@@ -92,6 +92,12 @@ static int s_exit_code(int rc)
     }
 }
 
+static void s_no_bus(lc_client_t *client, int timeout)
+{
+    fprintf(stderr, "%s: no broker answered at %s within %d ms (is lc-broker running? set "
+            "LC_BUS or use --bus)\n", prog, lc_client_endpoint(client), timeout);
+}
+
 static int s_call(const char *bus, int timeout, bool pretty, int argc, char **argv)
 {
     if (argc < 1)
@@ -115,10 +121,7 @@ static int s_call(const char *bus, int timeout, bool pretty, int argc, char **ar
         printf("%s\n", text ? text : "null");
         free(text);
     } else if (rc == LC_ENOBUS) {
-        fprintf(stderr,
-                "%s: no broker answered at %s within %d ms (is lc-broker running? "
-                "set LC_BUS or use --bus)\n",
-                prog, lc_client_endpoint(client), timeout);
+        s_no_bus(client, timeout);
     } else {
         json_t *code = json_object_get(result, "code");
         json_t *msg = json_object_get(result, "message");
@@ -155,8 +158,7 @@ static int s_send(const char *cmd, const char *bus, int timeout, int priority, i
                   : lc_emit_wait(client, target, args, priority, timeout, &info);
     const char *msg = json_string_value(json_object_get(info, "message"));
     if (rc == LC_ENOBUS)
-        fprintf(stderr, "%s: no broker answered at %s within %d ms (is lc-broker running? "
-                "set LC_BUS or use --bus)\n", prog, lc_client_endpoint(client), timeout);
+        s_no_bus(client, timeout);
     else if (rc < 0)
         fprintf(stderr, "%s: %s %s: %s%s%s\n", prog, cmd, target, lc_strerror(rc),
                 msg ? ": " : "", msg ? msg : "");
@@ -221,8 +223,7 @@ static int s_listen(const char *bus, int timeout, bool json, long count, int arg
     lc_client_set_log_level(client, LC_LOG_WARNING); /* Ctrl-C needs no comment */
     int rc = lc_run(client);
     if (rc == LC_ENOBUS)
-        fprintf(stderr, "%s: no broker answered at %s within %d ms (is lc-broker running? "
-                "set LC_BUS or use --bus)\n", prog, lc_client_endpoint(client), timeout);
+        s_no_bus(client, timeout);
     else if (rc < 0)
         fprintf(stderr, "%s: listen: %s\n", prog, lc_strerror(rc));
     lc_client_destroy(&client);
