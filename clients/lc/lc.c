@@ -98,6 +98,19 @@ static void s_no_bus(lc_client_t *client, int timeout)
             "LC_BUS or use --bus)\n", prog, lc_client_endpoint(client), timeout);
 }
 
+/* The arguments after the target (argv[0]) as an object, and an anonymous client. */
+static lc_client_t *s_prepare(const char *bus, int argc, char **argv, json_t **args)
+{
+    char err[512];
+    *args = args_from_argv(argc - 1, argv + 1, err, sizeof err);
+    if (!*args)
+        die(EXIT_USAGE, "%s", err);
+    lc_client_t *client = lc_client_new(NULL, bus);
+    if (!client)
+        die(EXIT_USAGE, "invalid bus endpoint '%s'", bus ? bus : "(default)");
+    return client;
+}
+
 static int s_call(const char *bus, int timeout, bool pretty, int argc, char **argv)
 {
     if (argc < 1)
@@ -106,14 +119,8 @@ static int s_call(const char *bus, int timeout, bool pretty, int argc, char **ar
     const char *dot = strchr(target, '.');
     if (!dot || dot == target || !dot[1])
         die(EXIT_USAGE, "'%s' is not MODULE.METHOD", target);
-    char err[512];
-    json_t *args = args_from_argv(argc - 1, argv + 1, err, sizeof err);
-    if (!args)
-        die(EXIT_USAGE, "%s", err);
-
-    lc_client_t *client = lc_client_new(NULL, bus);
-    if (!client)
-        die(EXIT_USAGE, "invalid bus endpoint '%s'", bus ? bus : "(default)");
+    json_t *args = NULL;
+    lc_client_t *client = s_prepare(bus, argc, argv, &args);
     json_t *result = NULL;
     int rc = lc_call(client, target, args, &result, timeout);
     if (rc == 0) {
@@ -146,13 +153,8 @@ static int s_send(const char *cmd, const char *bus, int timeout, int priority, i
     const char *target = argv[0];
     if (task && !strchr(target, '.'))
         die(EXIT_USAGE, "'%s' is not MODULE.METHOD", target);
-    char err[512];
-    json_t *args = args_from_argv(argc - 1, argv + 1, err, sizeof err);
-    if (!args)
-        die(EXIT_USAGE, "%s", err);
-    lc_client_t *client = lc_client_new(NULL, bus);
-    if (!client)
-        die(EXIT_USAGE, "invalid bus endpoint '%s'", bus ? bus : "(default)");
+    json_t *args = NULL;
+    lc_client_t *client = s_prepare(bus, argc, argv, &args);
     json_t *info = NULL;
     int rc = task ? lc_enqueue_wait(client, target, args, priority, timeout, &info)
                   : lc_emit_wait(client, target, args, priority, timeout, &info);
