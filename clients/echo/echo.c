@@ -177,6 +177,13 @@ static void s_release(lc_request_t *req, json_t *args, void *arg)
     lc_reply(req, json_pack("{s:I}", "released", (json_int_t)s_release_all()));
 }
 
+static void s_on_active(lc_client_t *client, void *arg)
+{
+    (void)arg;
+    lc_log(client, LC_LOG_INFO, "active on %s: methods echo, fail, sleep, block, crash, call, "
+           "record, recorded, forward, hold, release", lc_client_endpoint(client));
+}
+
 static void s_usage(FILE *out)
 {
     fprintf(out, "Usage: lc-echo [--name NAME] [--bus EP] [--config FILE] [OPTION]...\n"
@@ -287,6 +294,7 @@ int main(int argc, char **argv)
     for (int i = 0; i < npatterns; i++)
         if (lc_on(client, patterns[i], s_record, NULL) < 0)
             die(2, "invalid event pattern '%s'", patterns[i]);
+    lc_hook(client, LC_HOOK_ACTIVE, s_on_active, NULL);
     lc_client_set_concurrency(client, concurrency);
     lc_client_set_window(client, window);
 
