@@ -114,6 +114,23 @@ static json_t *s_stats(broker_t *self)
     };
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++)
         json_object_set_new(o, rows[i].key, json_integer((json_int_t)rows[i].value));
+    /* Queue length per priority, what is in flight, and each module's backlog. */
+    size_t levels[BQ_PRIORITIES] = {0}, inflight = 0;
+    json_t *backlog = json_object();
+    for (size_t k = 0; k < self->modules.cap; k++)
+        for (module_t *m = self->modules.values[k]; m; m = m->next_hash) {
+            for (int l = 0; l < BQ_PRIORITIES; l++)
+                levels[l] += m->queue.level_count[l];
+            inflight += m->inflight.count;
+            if (m->queue.count)
+                json_object_set_new(backlog, m->name, json_integer((json_int_t)m->queue.count));
+        }
+    json_object_set_new(o, "queued_by_priority",
+                        json_pack("[I,I,I,I,I]", (json_int_t)levels[0], (json_int_t)levels[1],
+                                  (json_int_t)levels[2], (json_int_t)levels[3],
+                                  (json_int_t)levels[4]));
+    json_object_set_new(o, "in_flight", json_integer((json_int_t)inflight));
+    json_object_set_new(o, "backlog", backlog);
     return o;
 }
 

@@ -127,6 +127,7 @@ void broker_queue_push(broker_queue_t *self, bq_item_t *item)
         self->head[l] = item;
     self->tail[l] = item;
     self->count++;
+    self->level_count[l]++;
 }
 
 void broker_queue_push_front(broker_queue_t *self, bq_item_t *item)
@@ -137,6 +138,7 @@ void broker_queue_push_front(broker_queue_t *self, bq_item_t *item)
     if (!self->tail[l])
         self->tail[l] = item;
     self->count++;
+    self->level_count[l]++;
 }
 
 bq_item_t *broker_queue_pop(broker_queue_t *self)
@@ -150,6 +152,7 @@ bq_item_t *broker_queue_pop(broker_queue_t *self)
             self->tail[l] = NULL;
         item->next = NULL;
         self->count--;
+        self->level_count[l]--;
         return item;
     }
     return NULL;

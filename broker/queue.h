@@ -51,6 +51,7 @@ typedef struct bq_item {
 typedef struct {
     bq_item_t *head[BQ_PRIORITIES], *tail[BQ_PRIORITIES];
     size_t count;
+    size_t level_count[BQ_PRIORITIES]; /* per priority, for lc stats */
 } broker_queue_t;
 
 void broker_queue_init(broker_queue_t *self);

@@ -868,6 +868,19 @@ Test(launch, sigterm_stops_in_reverse_order)
         int t = lc_timeout(w);
         poll(&p, 1, t < 0 || t > 20 ? 20 : t);
         int drc = lc_dispatch(w);
+        static int64_t last_dbg;
+        if (getenv("LC_TEST_DEBUG") && in.n < 4 && lc_mono_ms() - t_term > 30 && lc_mono_ms() - last_dbg > 30) {
+            last_dbg = lc_mono_ms();
+            json_t *res = NULL;
+            int lrc = lc_call(w, "broker.list", NULL, &res, 500);
+            json_t *m; size_t i; char line[1200] = "";
+            json_array_foreach(json_object_get(res, "modules"), i, m) {
+                size_t l = strlen(line);
+                snprintf(line + l, sizeof line - l, "%s(%s bl=%d if=%d ev=%d del=%d done=%d) ", s_str(m, "name"), s_str(m, "state"), s_int(m, "backlog"), s_int(m, "in_flight"), s_int(m, "events_in"), s_int(m, "delivered"), s_int(m, "done"));
+            }
+            fprintf(stderr, "DBG +%lld rc=%d n=%d seen=%s list=%s\n", (long long)(lc_mono_ms() - t_term), lrc, in.n, in.seen, line);
+            json_decref(res);
+        }
         if (drc != 0 && !first_drc) {
             first_drc = drc;
             first_drc_at = lc_mono_ms() - t_term;

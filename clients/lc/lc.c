@@ -38,6 +38,12 @@ static void s_usage(FILE *out)
             "  emit EVENT [JSON | KEY=VALUE ...]\n"
             "        queue an event for its subscribers; exits when the broker accepted or\n"
             "        refused it (subscribers that lost it are named on stderr)\n"
+            "  list  the modules: state, pid, uid, uptime, window, in flight, backlog,\n"
+            "        counters, methods with their arguments, subscriptions\n"
+            "  stats the bus's counters: queue per priority, in flight, messages by kind,\n"
+            "        errors by kind, losses, backlog per module (--watch: rates per second)\n"
+            "  wait MODULE...\n"
+            "        return when all are ready (passive or active), or exit 4 at --timeout\n"
             "  listen PATTERN...\n"
             "        subscribe to events (a name, or a prefix ending in '*'; '*' for all) and\n"
             "        print each with its metadata until interrupted or --count events\n"
@@ -50,7 +56,8 @@ static void s_usage(FILE *out)
             "  -P, --priority P    priority of a task or event: 1-5 or highest, high, normal,\n"
             "                      low, lowest (default normal)\n"
             "  -n, --count N       listen: stop after N events\n"
-            "  -j, --json          listen: one JSON object per line\n"
+            "  -j, --json          listen, list, stats: JSON (listen: one object per line)\n"
+            "  -w, --watch         stats: again every second, with rates\n"
             "  -h, --help          show this help and exit\n"
             "  -V, --version       show the version and exit\n"
             "\n"
@@ -232,6 +239,203 @@ static int s_listen(const char *bus, int timeout, bool json, long count, int arg
     return s_exit_code(rc);
 }
 
+/* ---- Introspection -------------------------------------------------------------------- */
+
+static json_t *s_ask(lc_client_t *client, const char *what, json_t *args, int timeout, int *rc)
+{
+    json_t *res = NULL;
+    *rc = lc_call(client, what, args, &res, timeout);
+    if (*rc == LC_ENOBUS)
+        s_no_bus(client, timeout);
+    else if (*rc < 0)
+        fprintf(stderr, "%s: %s: %s: %s\n", prog, what, lc_strerror(*rc),
+                json_string_value(json_object_get(res, "message")));
+    return res;
+}
+
+static void s_print_json(json_t *v, bool pretty)
+{
+    char *text = json_dumps(v, JSON_ENCODE_ANY | (pretty ? JSON_INDENT(2) : JSON_COMPACT));
+    printf("%s\n", text ? text : "null");
+    free(text);
+}
+
+static int s_list(const char *bus, int timeout, bool json, bool pretty)
+{
+    lc_client_t *client = lc_client_new(NULL, bus);
+    if (!client)
+        die(EXIT_USAGE, "invalid bus endpoint '%s'", bus ? bus : "(default)");
+    int rc;
+    json_t *res = s_ask(client, "broker.list", NULL, timeout, &rc);
+    if (rc == 0 && json) {
+        s_print_json(res, pretty);
+    } else if (rc == 0) {
+        printf("%-16s %-8s %7s %5s %9s %6s %9s %7s %8s %8s %9s\n", "NAME", "STATE", "PID", "UID",
+               "UPTIME", "WINDOW", "IN-FLIGHT", "BACKLOG", "CALLS-IN", "TASKS-IN", "EVENTS-IN");
+        size_t i;
+        json_t *m;
+        uint64_t now = 0;
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        now = (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+        json_array_foreach(json_object_get(res, "modules"), i, m)
+        {
+            json_t *uid = json_object_get(m, "uid");
+            char uidtxt[16] = "-";
+            if (uid)
+                snprintf(uidtxt, sizeof uidtxt, "%lld", (long long)json_integer_value(uid));
+            double up = (double)(now - (uint64_t)json_integer_value(json_object_get(m, "since_us"))) / 1e6;
+            printf("%-16s %-8s %7lld %5s %8.1fs %6lld %9lld %7lld %8lld %8lld %9lld\n",
+                   json_string_value(json_object_get(m, "name")),
+                   json_string_value(json_object_get(m, "state")),
+                   (long long)json_integer_value(json_object_get(m, "pid")), uidtxt, up,
+                   (long long)json_integer_value(json_object_get(m, "window")),
+                   (long long)json_integer_value(json_object_get(m, "in_flight")),
+                   (long long)json_integer_value(json_object_get(m, "backlog")),
+                   (long long)json_integer_value(json_object_get(m, "calls_in")),
+                   (long long)json_integer_value(json_object_get(m, "tasks_in")),
+                   (long long)json_integer_value(json_object_get(m, "events_in")));
+            size_t k;
+            json_t *meth;
+            json_array_foreach(json_object_get(m, "methods"), k, meth)
+            {
+                const char *help = json_string_value(json_object_get(meth, "help"));
+                json_t *args = json_object_get(meth, "args");
+                printf("    %s(", json_string_value(json_object_get(meth, "name")));
+                const char *key;
+                json_t *type;
+                bool first = true;
+                json_object_foreach(args, key, type)
+                {
+                    printf("%s%s: %s", first ? "" : ", ", key, json_string_value(type));
+                    first = false;
+                }
+                printf(")%s%s\n", help ? "  " : "", help ? help : "");
+            }
+            json_t *events = json_object_get(m, "events");
+            if (json_array_size(events)) {
+                printf("    events:");
+                json_t *e;
+                json_array_foreach(events, k, e)
+                {
+                    printf(" %s", json_string_value(e));
+                }
+                printf("\n");
+            }
+        }
+    }
+    json_decref(res);
+    lc_client_destroy(&client);
+    return s_exit_code(rc);
+}
+
+static void s_stats_text(json_t *st, json_t *before, double secs)
+{
+    static const char *const rates[] = {"calls", "replies", "tasks", "events", "deliveries",
+                                        "done", NULL};
+    static const char *const errors[] = {"unknown_target", "timeouts", "queue_full", "malformed",
+                                         "gone", "too_large", "not_active", "late_replies",
+                                         "failed", NULL};
+    json_t *q = json_object_get(st, "queued_by_priority");
+    printf("modules %lld, queued %lld (by priority 1-5: %lld %lld %lld %lld %lld), in flight %lld\n",
+           (long long)json_integer_value(json_object_get(st, "modules")),
+           (long long)json_integer_value(json_object_get(st, "queued")),
+           (long long)json_integer_value(json_array_get(q, 0)),
+           (long long)json_integer_value(json_array_get(q, 1)),
+           (long long)json_integer_value(json_array_get(q, 2)),
+           (long long)json_integer_value(json_array_get(q, 3)),
+           (long long)json_integer_value(json_array_get(q, 4)),
+           (long long)json_integer_value(json_object_get(st, "in_flight")));
+    printf("%s", before ? "per second:" : "totals:");
+    for (int i = 0; rates[i]; i++) {
+        long long now = (long long)json_integer_value(json_object_get(st, rates[i]));
+        if (before)
+            printf(" %s %.0f", rates[i],
+                   (double)(now - json_integer_value(json_object_get(before, rates[i]))) / secs);
+        else
+            printf(" %s %lld", rates[i], now);
+    }
+    printf("\nerrors:");
+    for (int i = 0; errors[i]; i++)
+        printf(" %s %lld", errors[i], (long long)json_integer_value(json_object_get(st, errors[i])));
+    printf("\nloss: dropped %lld, lost %lld, redelivered %lld; idle %lld times\n",
+           (long long)json_integer_value(json_object_get(st, "dropped")),
+           (long long)json_integer_value(json_object_get(st, "lost")),
+           (long long)json_integer_value(json_object_get(st, "redelivered")),
+           (long long)json_integer_value(json_object_get(st, "idle")));
+    const char *name;
+    json_t *n;
+    bool any = false;
+    json_object_foreach(json_object_get(st, "backlog"), name, n)
+    {
+        printf("%s %s %lld", any ? "," : "backlog:", name, (long long)json_integer_value(n));
+        any = true;
+    }
+    if (any)
+        printf("\n");
+    fflush(stdout);
+}
+
+static int s_stats(const char *bus, int timeout, bool json, bool pretty, bool watch)
+{
+    lc_client_t *client = lc_client_new(NULL, bus);
+    if (!client)
+        die(EXIT_USAGE, "invalid bus endpoint '%s'", bus ? bus : "(default)");
+    int rc;
+    json_t *before = NULL;
+    for (;;) {
+        json_t *st = s_ask(client, "broker.stats", NULL, timeout, &rc);
+        if (rc < 0) {
+            json_decref(st);
+            break;
+        }
+        if (json)
+            s_print_json(st, pretty);
+        else
+            s_stats_text(st, before, 1.0);
+        json_decref(before);
+        before = st;
+        if (!watch)
+            break;
+        if (!json)
+            printf("\n");
+        /* The refresh interval of a display, not a synchronisation. */
+        struct timespec second = {1, 0};
+        nanosleep(&second, NULL);
+    }
+    json_decref(before);
+    lc_client_destroy(&client);
+    return s_exit_code(rc);
+}
+
+static int s_wait(const char *bus, int timeout, int argc, char **argv)
+{
+    if (argc < 1)
+        die(EXIT_USAGE, "wait needs at least one module name; try 'lc --help'");
+    lc_client_t *client = lc_client_new(NULL, bus);
+    if (!client)
+        die(EXIT_USAGE, "invalid bus endpoint '%s'", bus ? bus : "(default)");
+    json_t *names = json_array();
+    for (int i = 0; i < argc; i++)
+        json_array_append_new(names, json_string(argv[i]));
+    json_t *res = NULL;
+    int rc = lc_call(client, "broker.wait", json_pack("{s:O}", "modules", names), &res, timeout);
+    if (rc == LC_ENOBUS) {
+        s_no_bus(client, timeout);
+    } else if (rc == LC_ETIMEDOUT) {
+        char *text = json_dumps(names, JSON_COMPACT);
+        fprintf(stderr, "%s: not all ready within %d ms: %s\n", prog, timeout, text);
+        free(text);
+    } else if (rc < 0) {
+        fprintf(stderr, "%s: wait: %s: %s\n", prog, lc_strerror(rc),
+                json_string_value(json_object_get(res, "message")));
+    }
+    json_decref(names);
+    json_decref(res);
+    lc_client_destroy(&client);
+    return s_exit_code(rc);
+}
+
 static int s_priority(const char *text)
 {
     static const char *const names[] = {"highest", "high", "normal", "low", "lowest"};
@@ -250,16 +454,17 @@ int main(int argc, char **argv)
         {"pretty", no_argument, NULL, 'p'},
         {"priority", required_argument, NULL, 'P'},
         {"count", required_argument, NULL, 'n'},
-        {"json", no_argument, NULL, 'j'},    {"help", no_argument, NULL, 'h'},
+        {"json", no_argument, NULL, 'j'},
+        {"watch", no_argument, NULL, 'w'},    {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},   {NULL, 0, NULL, 0},
     };
     const char *bus = NULL;
     int timeout = LC_CALL_TIMEOUT_MS;
-    bool pretty = false, json = false;
+    bool pretty = false, json = false, watch = false;
     int priority = 0;
     long count = 0;
     int opt;
-    while ((opt = getopt_long(argc, argv, "b:t:pP:n:jhV", longopts, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "b:t:pP:n:jwhV", longopts, NULL)) != -1) {
         switch (opt) {
         case 'b':
             bus = optarg;
@@ -289,6 +494,9 @@ int main(int argc, char **argv)
         case 'j':
             json = true;
             break;
+        case 'w':
+            watch = true;
+            break;
         case 'h':
             s_usage(stdout);
             return EXIT_OK;
@@ -311,6 +519,12 @@ int main(int argc, char **argv)
         return s_send(cmd, bus, timeout, priority, argc - optind - 1, argv + optind + 1);
     if (strcmp(cmd, "listen") == 0)
         return s_listen(bus, timeout, json, count, argc - optind - 1, argv + optind + 1);
+    if (strcmp(cmd, "list") == 0)
+        return s_list(bus, timeout, json, pretty);
+    if (strcmp(cmd, "stats") == 0)
+        return s_stats(bus, timeout, json, pretty, watch);
+    if (strcmp(cmd, "wait") == 0)
+        return s_wait(bus, timeout, argc - optind - 1, argv + optind + 1);
     if (strcmp(cmd, "help") == 0) {
         s_usage(stdout);
         return EXIT_OK;
