@@ -89,9 +89,63 @@ void lcc_handle_call(lc_client_t *self, inmsg_t *m)
         lcc_request_finish(req);
         return;
     }
-    lcc_run_handler(self, req, method->fn, args, method->arg);
+    char why[400];
+    if (lcc_args_check(method, args, why, sizeof why) < 0)
+        lc_reply_error(req, 22, "%s.%s: %s", self->reg_name, req->method, why);
+    else
+        lcc_run_handler(self, req, method->fn, args, method->arg);
     json_decref(args);
     lcc_request_finish(req);
+}
+
+static bool s_type_ok(const char *type, json_t *v)
+{
+    switch (json_typeof(v)) {
+    case JSON_STRING: return strcmp(type, "string") == 0;
+    case JSON_INTEGER: return strcmp(type, "integer") == 0 || strcmp(type, "number") == 0;
+    case JSON_REAL: return strcmp(type, "number") == 0;
+    case JSON_TRUE:
+    case JSON_FALSE: return strcmp(type, "boolean") == 0;
+    case JSON_OBJECT: return strcmp(type, "object") == 0;
+    case JSON_ARRAY: return strcmp(type, "array") == 0;
+    case JSON_NULL: return strcmp(type, "null") == 0;
+    }
+    return false;
+}
+
+int lcc_args_check(const method_t *method, json_t *args, char *why, size_t size)
+{
+    if (!method->args)
+        return 0; /* nothing declared: anything goes */
+    const char *key;
+    json_t *v;
+    json_object_foreach(args, key, v)
+    {
+        json_t *type = json_object_get(method->args, key);
+        if (!type) {
+            char known[256] = "";
+            const char *k;
+            json_t *t;
+            json_object_foreach(method->args, k, t)
+            {
+                snprintf(known + strlen(known), sizeof known - strlen(known), "%s%s: %s",
+                         known[0] ? ", " : "", k, json_string_value(t));
+            }
+            snprintf(why, size, "unknown argument '%s' (it takes %s)", key,
+                     known[0] ? known : "none");
+            return -1;
+        }
+        const char *want = json_string_value(type);
+        if (strcmp(want, "any") != 0 && !s_type_ok(want, v)) {
+            static const char *const names[] = {"an object", "an array", "a string",
+                                                "an integer", "a number", "true",
+                                                "false", "null"};
+            snprintf(why, size, "argument '%s' must be of type %s, not %s", key, want,
+                     names[json_typeof(v)]);
+            return -1;
+        }
+    }
+    return 0;
 }
 
 void lcc_run_handler(lc_client_t *self, lc_request_t *req, lc_method_fn *fn, json_t *args,

@@ -235,6 +235,8 @@ int lcc_send_hello(lc_client_t *self);
 int lcc_sat_await(sat_t *sat, uint32_t seq, inmsg_t *m, int64_t deadline);
 void lcc_inherit(lc_client_t *self, lc_hdr_t *h, int priority); /* decision 6 */
 void lcc_request_finish(lc_request_t *req);
+/* Checks args against the method's declared arguments (lc_method_doc): 0, or -1 with why. */
+int lcc_args_check(const method_t *method, json_t *args, char *why, size_t size);
 void lcc_run_handler(lc_client_t *self, lc_request_t *req, lc_method_fn *fn, json_t *args,
                      void *arg);
 int lcc_recv(void *sock, inmsg_t *m, int flags);

@@ -130,7 +130,10 @@ LC_EXPORT int lc_method(lc_client_t *self, const char *method, lc_method_fn *fn,
 /* Describes a declared method for introspection: a one-line help text and its arguments as
  * "name:type" words separated by spaces or commas, type one of string, integer, number,
  * boolean, object, array, null, any (e.g. "line:integer state_new:string"). Either may be
- * NULL. Returns 0, LC_EINVAL (unknown method, bad spec), LC_ENOMEM. */
+ * NULL. Once arguments are declared, a call or task with an argument not among them, or of
+ * another type, is refused before the handler runs (error code 22, with a message naming
+ * the argument and what the method takes); declared arguments stay optional.
+ * Returns 0, LC_EINVAL (unknown method, bad spec), LC_ENOMEM. */
 LC_EXPORT int lc_method_doc(lc_client_t *self, const char *method, const char *help,
                             const char *args);
 

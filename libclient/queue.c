@@ -444,8 +444,14 @@ static void s_start(lc_client_t *self, delivery_t *d)
     }
     size_t n = zmq_msg_size(&m->payload);
     json_t *args = n ? json_loadb(zmq_msg_data(&m->payload), n, 0, NULL) : json_object();
-    if (!fn || !json_is_object(args)) {
-        lc_reply_error(req, -1, "%s", !fn ? "no handler" : "arguments are not a JSON object");
+    char why[400] = "";
+    if (!fn || !json_is_object(args) ||
+        (req->kind == LC_KIND_TASK && lcc_args_check(lcc_method_find(self, req->method), args,
+                                                     why, sizeof why) < 0)) {
+        lc_reply_error(req, -1, "%s",
+                       !fn                   ? "no handler"
+                       : !json_is_object(args) ? "arguments are not a JSON object"
+                                               : why);
         lcc_request_finish(req);
     } else {
         lcc_run_handler(self, req, fn, args, arg);

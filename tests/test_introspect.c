@@ -108,3 +108,32 @@ Test(introspect, stats_show_the_queue_per_priority_and_backlog)
     json_decref(res);
     lc_client_destroy(&c);
 }
+
+/* Declared arguments (lc_method_doc) are checked by the callee's library before its
+ * handler runs; undeclared methods take anything. */
+Test(introspect, declared_arguments_are_checked)
+{
+    h_broker(NULL);
+    h_echo("echo");
+    lc_client_t *c = h_client();
+    json_t *res = NULL;
+    int rc = lc_call(c, "echo.sleep", json_pack("{s:s}", "ms", "soon"), &res, 5000);
+    cr_assert_eq(rc, LC_EHANDLER, "%s", lc_strerror(rc));
+    cr_assert_eq(json_integer_value(json_object_get(res, "code")), 22);
+    const char *msg = json_string_value(json_object_get(res, "message"));
+    cr_assert(strstr(msg, "'ms'") && strstr(msg, "integer") && strstr(msg, "a string"), "%s", msg);
+    json_decref(res);
+    rc = lc_call(c, "echo.fail", json_pack("{s:i}", "bogus", 1), &res, 5000);
+    cr_assert_eq(rc, LC_EHANDLER);
+    msg = json_string_value(json_object_get(res, "message"));
+    cr_assert(strstr(msg, "unknown argument 'bogus'") && strstr(msg, "code: integer"), "%s", msg);
+    json_decref(res);
+    /* A declared argument of the right type, and an undeclared method, pass. */
+    rc = lc_call(c, "echo.sleep", json_pack("{s:i}", "ms", 1), &res, 5000);
+    cr_assert_eq(rc, 0, "%s", lc_strerror(rc));
+    json_decref(res);
+    rc = lc_call(c, "echo.echo", json_pack("{s:s, s:[i]}", "anything", "x", "list", 1), &res, 5000);
+    cr_assert_eq(rc, 0, "%s", lc_strerror(rc));
+    json_decref(res);
+    lc_client_destroy(&c);
+}

@@ -812,6 +812,12 @@ static void s_on_state(lc_request_t *req, json_t *args, void *arg)
     inactive_t *in = arg;
     const char *module = s_str(args, "module"), *state = s_str(args, "state");
     size_t len = strlen(in->seen);
+    if (getenv("LC_TEST_DEBUG")) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        snprintf(in->seen + len, sizeof in->seen - len, "%s:%s@%03ld.%03ld ", module, state,
+                 (long)(ts.tv_sec % 60), ts.tv_nsec / 1000000);
+    } else
     snprintf(in->seen + len, sizeof in->seen - len, "%s:%s ", module, state);
     if (strcmp(state, "inactive") != 0 && strcmp(state, "gone") != 0)
         return;
@@ -868,18 +874,10 @@ Test(launch, sigterm_stops_in_reverse_order)
         int t = lc_timeout(w);
         poll(&p, 1, t < 0 || t > 20 ? 20 : t);
         int drc = lc_dispatch(w);
-        static int64_t last_dbg;
-        if (getenv("LC_TEST_DEBUG") && in.n < 4 && lc_mono_ms() - t_term > 30 && lc_mono_ms() - last_dbg > 30) {
-            last_dbg = lc_mono_ms();
-            json_t *res = NULL;
-            int lrc = lc_call(w, "broker.list", NULL, &res, 500);
-            json_t *m; size_t i; char line[1200] = "";
-            json_array_foreach(json_object_get(res, "modules"), i, m) {
-                size_t l = strlen(line);
-                snprintf(line + l, sizeof line - l, "%s(%s bl=%d if=%d ev=%d del=%d done=%d) ", s_str(m, "name"), s_str(m, "state"), s_int(m, "backlog"), s_int(m, "in_flight"), s_int(m, "events_in"), s_int(m, "delivered"), s_int(m, "done"));
-            }
-            fprintf(stderr, "DBG +%lld rc=%d n=%d seen=%s list=%s\n", (long long)(lc_mono_ms() - t_term), lrc, in.n, in.seen, line);
-            json_decref(res);
+        if (getenv("LC_TEST_DEBUG") && drc < 0) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            fprintf(stderr, "DBG dispatch %d at %03ld.%03ld\n", drc, (long)(ts.tv_sec % 60), ts.tv_nsec / 1000000);
         }
         if (drc != 0 && !first_drc) {
             first_drc = drc;
