@@ -445,6 +445,8 @@ int broker_run(broker_t *self)
             timeout = 200;
         if (self->exit_phase != EXIT_NONE && (timeout < 0 || timeout > 50))
             timeout = 50;
+        if (self->exiting && (timeout < 0 || timeout > EXIT_GRACE_MS))
+            timeout = EXIT_GRACE_MS;
         zmq_pollitem_t items[2] = {{self->router, 0, ZMQ_POLLIN, 0},
                                    {NULL, self->epfd, ZMQ_POLLIN, 0}};
         if (zmq_poll(items, 2, timeout) < 0) {

@@ -20,6 +20,7 @@
 #include <zmq.h>
 
 #define DEAD_AFTER_BEATS 3 /* a heartbeat peer is dead after this many silent intervals */
+#define EXIT_GRACE_MS 20   /* after its process ended, how long a module's goodbye may take */
 
 typedef struct module module_t;
 
@@ -79,6 +80,7 @@ struct module {
     uint64_t order;     /* registration order: shutdown goes the other way */
     bool unreachable;   /* a send found its connection closed: removed at the loop's top */
     bool shutdown_asked; /* exit: this module was told to shut down */
+    int64_t exited_at;   /* its process ended (pidfd); removed EXIT_GRACE_MS later */
     struct {
         uint64_t calls_in, calls_out, tasks_in, events_in, delivered, done, failed, dropped, lost,
             redelivered;
@@ -159,8 +161,10 @@ struct broker {
     int64_t drain_deadline, exit_deadline;
     char exit_current[LC_NAME_MAX + 1]; /* the module shutting down now */
     int64_t exit_current_deadline;
+    int64_t tools_deadline; /* exit: how long the last events may take to reach tools */
     bool exit_now;                       /* leave the loop */
     size_t unreachable;                  /* modules flagged unreachable */
+    size_t exiting;                      /* modules whose process ended, not yet removed */
     int64_t started;
     broker_stats_t stats;
     struct {

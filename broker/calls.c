@@ -49,7 +49,7 @@ static bool s_all_registered(broker_t *self, json_t *names)
     {
         const char *n = json_string_value(v);
         module_t *m = n ? broker_module_find(self, n, strlen(n)) : NULL;
-        if (!m || m->state == MS_GONE || m->state == MS_INACTIVE)
+        if (!m || m->state == MS_GONE || m->state == MS_INACTIVE || m->exited_at)
             return false;
     }
     return true;
@@ -257,6 +257,12 @@ void broker_on_call(broker_t *self, zmq_msg_t *f, conn_t *c, const lc_hdr_t *h)
         self->stats.unknown_target++;
         broker_error(self, to, &req, id, LC_STATUS_UNKNOWN_METHOD,
                      "module '%s' has no method '%.*s'", callee->name, (int)method_len, method);
+        return;
+    }
+    if (callee->exited_at) {
+        /* Its process has ended; only its goodbye may still be on the way. */
+        self->stats.gone++;
+        broker_error(self, to, &req, id, LC_STATUS_GONE, "module '%s' has exited", callee->name);
         return;
     }
     if (callee->state != MS_PASSIVE && callee->state != MS_ACTIVE) {

@@ -161,7 +161,7 @@ static void s_blob_free(void *data, void *hint)
 
 void broker_pump(broker_t *self, module_t *m)
 {
-    if ((m->state != MS_PASSIVE && m->state != MS_ACTIVE) || !m->main)
+    if ((m->state != MS_PASSIVE && m->state != MS_ACTIVE) || !m->main || m->exited_at)
         return;
     while (m->inflight.count < (size_t)m->window && m->queue.count) {
         bq_item_t *it = broker_queue_pop(&m->queue);

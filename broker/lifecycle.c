@@ -182,6 +182,15 @@ static module_t *s_next_to_stop(broker_t *self)
     return best;
 }
 
+static bool s_tools_busy(broker_t *self)
+{
+    for (size_t k = 0; k < self->modules.cap; k++)
+        for (module_t *m = self->modules.values[k]; m; m = m->next_hash)
+            if (m->tool && m->main && (m->inflight.count || m->queue.count))
+                return true;
+    return false;
+}
+
 static size_t s_named_connected(broker_t *self, char *names, size_t size)
 {
     size_t n = 0;
@@ -246,6 +255,13 @@ void broker_exit_step(broker_t *self, int64_t now)
         }
         self->exit_phase = EXIT_WAIT;
     }
-    if (self->exit_phase == EXIT_WAIT && s_named_connected(self, names, sizeof names) == 0)
+    if (self->exit_phase == EXIT_WAIT && s_named_connected(self, names, sizeof names) == 0) {
+        /* The last events (module_state of the last module) are still on their way to the
+         * tools that listen (lc listen, the launcher): a moment for them to be handled. */
+        if (!self->tools_deadline)
+            self->tools_deadline = now + 1000;
+        if (s_tools_busy(self) && now < self->tools_deadline)
+            return;
         self->exit_now = true;
+    }
 }

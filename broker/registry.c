@@ -135,6 +135,10 @@ void broker_module_lost(broker_t *self, module_t *m, const char *why, bool crash
         m->unreachable = false;
         self->unreachable--;
     }
+    if (m->exited_at) {
+        m->exited_at = 0;
+        self->exiting--;
+    }
     broker_calls_gone(self, m, why);
     broker_inflight_lost(self, m, crashed);
     s_conns_drop(self, m);
@@ -188,7 +192,13 @@ void broker_on_pidfd(broker_t *self, int fd)
     for (size_t i = 0; i < self->modules.cap; i++)
         for (module_t *m = self->modules.values[i]; m; m = m->next_hash)
             if (m->pidfd == fd) {
-                broker_module_lost(self, m, "exited", true);
+                /* Its goodbye may still be on its way through the socket: it gets a moment
+                 * (EXIT_GRACE_MS) before the exit counts as a crash. */
+                epoll_ctl(self->epfd, EPOLL_CTL_DEL, fd, NULL);
+                if (!m->exited_at) {
+                    m->exited_at = lc_mono_ms();
+                    self->exiting++;
+                }
                 return;
             }
     epoll_ctl(self->epfd, EPOLL_CTL_DEL, fd, NULL); /* already removed */
@@ -215,9 +225,20 @@ static module_t *s_find_unreachable(broker_t *self)
     return NULL;
 }
 
+static module_t *s_find_exited(broker_t *self, int64_t now)
+{
+    for (size_t i = 0; i < self->modules.cap; i++)
+        for (module_t *m = self->modules.values[i]; m; m = m->next_hash)
+            if (m->exited_at && now - m->exited_at >= EXIT_GRACE_MS)
+                return m;
+    return NULL;
+}
+
 void broker_check_liveness(broker_t *self, int64_t now)
 {
     module_t *m;
+    while (self->exiting && (m = s_find_exited(self, now)))
+        broker_module_lost(self, m, "exited", true);
     while (self->unreachable && (m = s_find_unreachable(self))) {
         m->unreachable = false;
         self->unreachable--;
