@@ -339,3 +339,12 @@ void h_dispatch_until(lc_client_t *c, const int *count, int n, int timeout_ms, c
         cr_assert_geq(rc, 0, "lc_dispatch: %s", lc_strerror(rc));
     }
 }
+
+void *h_stopper(void *arg)
+{
+    h_stopper_t *s = arg;
+    for (int i = 0; i < s->n; i++)
+        pthread_join(s->threads[i], NULL);
+    lc_stop(s->client);
+    return NULL;
+}

@@ -4,6 +4,7 @@
 
 #include "lc.h"
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <sys/types.h>
 
@@ -81,5 +82,14 @@ const char *h_log(proc_t *p);
 
 /* Frees the process record (the process must have ended). */
 void h_proc_free(proc_t **p);
+
+/* Joins n threads, then stops the client's loop: run it in a thread of its own while the
+ * loop thread runs lc_run(). */
+typedef struct {
+    lc_client_t *client;
+    pthread_t *threads;
+    int n;
+} h_stopper_t;
+void *h_stopper(void *arg);
 
 #endif

@@ -540,21 +540,6 @@ static void *s_emitter(void *arg)
     return NULL;
 }
 
-typedef struct {
-    lc_client_t *client;
-    pthread_t *threads;
-    int n;
-} stopper_t;
-
-static void *s_stopper(void *arg)
-{
-    stopper_t *s = arg;
-    for (int i = 0; i < s->n; i++)
-        pthread_join(s->threads[i], NULL);
-    lc_stop(s->client);
-    return NULL;
-}
-
 Test(events, threads_emit_each_event_once)
 {
     h_broker(NULL);
@@ -568,8 +553,8 @@ Test(events, threads_emit_each_event_once)
         em[i] = (emitter_t){.client = c, .index = i};
         cr_assert_eq(pthread_create(&th[i], NULL, s_emitter, &em[i]), 0);
     }
-    stopper_t st = {c, th, EMIT_THREADS};
-    cr_assert_eq(pthread_create(&stop, NULL, s_stopper, &st), 0);
+    h_stopper_t st = {c, th, EMIT_THREADS};
+    cr_assert_eq(pthread_create(&stop, NULL, h_stopper, &st), 0);
     int rc = lc_run(c);
     pthread_join(stop, NULL);
     cr_assert_eq(rc, 0, "lc_run: %s", lc_strerror(rc));

@@ -612,21 +612,6 @@ static void *s_sender(void *arg)
     return NULL;
 }
 
-typedef struct {
-    lc_client_t *client;
-    pthread_t *threads;
-    int n;
-} stopper_t;
-
-static void *s_stopper(void *arg)
-{
-    stopper_t *s = arg;
-    for (int i = 0; i < s->n; i++)
-        pthread_join(s->threads[i], NULL);
-    lc_stop(s->client);
-    return NULL;
-}
-
 Test(queue, threads_enqueue_each_task_once)
 {
     h_broker(NULL);
@@ -640,8 +625,8 @@ Test(queue, threads_enqueue_each_task_once)
         senders[i] = (sender_t){.client = c, .index = i};
         cr_assert_eq(pthread_create(&th[i], NULL, s_sender, &senders[i]), 0);
     }
-    stopper_t st = {c, th, SEND_THREADS};
-    cr_assert_eq(pthread_create(&stop, NULL, s_stopper, &st), 0);
+    h_stopper_t st = {c, th, SEND_THREADS};
+    cr_assert_eq(pthread_create(&stop, NULL, h_stopper, &st), 0);
     int rc = lc_run(c);
     pthread_join(stop, NULL);
     cr_assert_eq(rc, 0, "lc_run: %s", lc_strerror(rc));
