@@ -1322,3 +1322,21 @@ Test(launch, launcher_methods)
     int status = s_term(20000);
     cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "status 0x%x\n%s", status, s_out());
 }
+
+/* A second lc-launch on an endpoint a running system serves: its broker cannot start, and
+ * it says so with the broker's own words instead of starting modules on the wrong bus. */
+Test(launch, second_system_on_the_same_endpoint_is_refused)
+{
+    s_write(s_sys, "bus:\n  endpoint: %s\nmodules:\n  e:\n    program: lc-echo\n", h_bus);
+    lc_client_t *c = s_up("e", NULL);
+    proc_t *second = s_run("second", s_sys, NULL);
+    int st = h_wait_exit(second, 15000);
+    char *out = s_slurp(second->log);
+    cr_assert(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 1, "status 0x%x\n%s", st, out);
+    cr_assert(strstr(out, "another broker is already serving"), "%s", out);
+    cr_assert(strstr(out, "lc-broker could not start"), "%s", out);
+    cr_assert(!strstr(out, "started e"), "the second system started a module:\n%s", out);
+    free(out);
+    s_echo_ok(c, "e.echo"); /* the first system runs on */
+    lc_client_destroy(&c);
+}

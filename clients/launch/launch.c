@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -844,6 +845,17 @@ int main(int argc, char **argv)
     lc_method_doc(L.bus, "restart", "stops a module and starts it again", "name:string");
     lc_on(L.bus, "exit", s_on_exit_event, NULL);
     int rc = lc_connect(L.bus, 10000);
+    /* A broker that could not start (e.g. another one serves the endpoint) has ended by
+     * now: say so, with its own words, rather than blame what answered in its place. */
+    struct pollfd bp = {.fd = L.broker.pidfd, .events = POLLIN};
+    if (poll(&bp, 1, rc < 0 ? 1000 : 0) == 1) {
+        if (L.broker.out_fd >= 0)
+            s_read_output(&L.broker);
+        s_say("launcher", "lc-broker could not start on %s (see its output above)",
+              L.sys->endpoint);
+        lc_client_destroy(&L.bus);
+        return 1;
+    }
     if (rc < 0) {
         s_say("launcher", "cannot register on the bus at %s: %s", L.sys->endpoint,
               lc_strerror(rc));
