@@ -348,3 +348,40 @@ void *h_stopper(void *arg)
     lc_stop(s->client);
     return NULL;
 }
+
+json_int_t h_int(json_t *o, const char *key)
+{
+    json_t *v = json_object_get(o, key);
+    cr_assert(json_is_integer(v), "no integer \"%s\" in %s", key, h_dump(o));
+    return json_integer_value(v);
+}
+
+const char *h_str(json_t *o, const char *key)
+{
+    const char *v = json_string_value(json_object_get(o, key));
+    cr_assert(v, "no string \"%s\" in %s", key, h_dump(o));
+    return v;
+}
+
+json_int_t h_arg(json_t *entry, const char *key)
+{
+    return h_int(json_object_get(entry, "args"), key);
+}
+
+char *h_dump(json_t *v)
+{
+    static char buf[8192];
+    char *text = json_dumps(v, JSON_COMPACT);
+    snprintf(buf, sizeof buf, "%s", text ? text : "?");
+    free(text);
+    return buf;
+}
+
+void h_enqueue_ok(lc_client_t *c, const char *target, json_t *args, int priority)
+{
+    json_t *info = NULL;
+    int rc = lc_enqueue_wait(c, target, args, priority, 5000, &info);
+    cr_assert_eq(rc, 0, "lc_enqueue_wait(%s): %s (%s)", target, lc_strerror(rc),
+                 json_string_value(json_object_get(info, "message")));
+    json_decref(info);
+}

@@ -83,6 +83,15 @@ const char *h_log(proc_t *p);
 /* Frees the process record (the process must have ended). */
 void h_proc_free(proc_t **p);
 
+/* Checked accessors of JSON answers (the test fails, naming the key, when absent). */
+json_int_t h_int(json_t *o, const char *key);
+const char *h_str(json_t *o, const char *key);
+json_int_t h_arg(json_t *entry, const char *key); /* an integer argument of a recorded entry */
+/* Compact JSON text of v in a static buffer (for failure messages). */
+char *h_dump(json_t *v);
+/* lc_enqueue_wait that must be accepted. Steals args. */
+void h_enqueue_ok(lc_client_t *c, const char *target, json_t *args, int priority);
+
 /* Joins n threads, then stops the client's loop: run it in a thread of its own while the
  * loop thread runs lc_run(). */
 typedef struct {

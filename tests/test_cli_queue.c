@@ -56,15 +56,6 @@ static void s_expect(const run_t *r, int status, const char *text, const char *w
         cr_assert(strstr(r->out, text), "%s: output lacks \"%s\":\n%s", what, text, r->out);
 }
 
-static char *s_dump(json_t *v)
-{
-    static char buf[4096];
-    char *text = json_dumps(v, JSON_COMPACT);
-    snprintf(buf, sizeof buf, "%s", text ? text : "?");
-    free(text);
-    return buf;
-}
-
 /* ---- lc enqueue ----------------------------------------------------------------------- */
 
 Test(cli_queue, enqueue_exit_codes)
@@ -75,12 +66,12 @@ Test(cli_queue, enqueue_exit_codes)
     s_expect(&r, 0, NULL, "lc enqueue echo.record n=1");
     lc_client_t *c = h_client();
     json_t *e = h_wait_recorded(c, "echo", 1, 5000);
-    cr_assert_eq(json_array_size(e), 1, "%s", s_dump(e));
+    cr_assert_eq(json_array_size(e), 1, "%s", h_dump(e));
     json_t *x = json_array_get(e, 0);
     cr_assert_str_eq(json_string_value(json_object_get(x, "kind")), "task");
     cr_assert_str_eq(json_string_value(json_object_get(x, "name")), "record");
     cr_assert_eq(json_integer_value(json_object_get(json_object_get(x, "args"), "n")), 1, "%s",
-                 s_dump(x));
+                 h_dump(x));
     cr_assert_eq(json_integer_value(json_object_get(x, "priority")), LC_PRIORITY_NORMAL);
     json_decref(e);
 
@@ -88,7 +79,7 @@ Test(cli_queue, enqueue_exit_codes)
     s_expect(&r, 0, NULL, "lc enqueue --priority lowest");
     e = h_wait_recorded(c, "echo", 2, 5000);
     cr_assert_eq(json_integer_value(json_object_get(json_array_get(e, 1), "priority")),
-                 LC_PRIORITY_LOWEST, "%s", s_dump(e));
+                 LC_PRIORITY_LOWEST, "%s", h_dump(e));
     json_decref(e);
 
     r = s_lc("nomodule", "enqueue", "nobody.x", NULL);
@@ -106,7 +97,7 @@ Test(cli_queue, enqueue_exit_codes)
     cr_assert_eq(lc_call(c, "echo.echo", NULL, &res, 5000), 0);
     json_decref(res);
     e = h_recorded(c, "echo");
-    cr_assert_eq(json_array_size(e), 2, "%s", s_dump(e));
+    cr_assert_eq(json_array_size(e), 2, "%s", h_dump(e));
     json_decref(e);
     lc_client_destroy(&c);
 }
@@ -236,24 +227,24 @@ Test(cli_queue, listen_prints_json_lines_and_stops_after_count)
     cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "lc listen status %d\n%s", st, h_log(l));
 
     json_t *lines = s_json_lines(l);
-    cr_assert_eq(json_array_size(lines), 2, "%s\n%s", s_dump(lines), h_log(l));
+    cr_assert_eq(json_array_size(lines), 2, "%s\n%s", h_dump(lines), h_log(l));
     static const char *const names[] = {"door_open", "door_close"};
     static const char *const sides[] = {"front", "back"};
     static const int prios[] = {LC_PRIORITY_HIGH, LC_PRIORITY_NORMAL};
     for (size_t i = 0; i < 2; i++) {
         json_t *o = json_array_get(lines, i);
-        cr_assert_str_eq(json_string_value(json_object_get(o, "event")), names[i], "%s", s_dump(o));
+        cr_assert_str_eq(json_string_value(json_object_get(o, "event")), names[i], "%s", h_dump(o));
         const char *source = json_string_value(json_object_get(o, "source"));
-        cr_assert(source && strncmp(source, "_anon", 5) == 0, "source: %s", s_dump(o));
-        cr_assert(json_is_integer(json_object_get(o, "tx")), "%s", s_dump(o));
-        cr_assert_gt(json_integer_value(json_object_get(o, "tx")), 0, "%s", s_dump(o));
-        cr_assert(json_is_integer(json_object_get(o, "id")), "%s", s_dump(o));
-        cr_assert_eq(json_integer_value(json_object_get(o, "priority")), prios[i], "%s", s_dump(o));
+        cr_assert(source && strncmp(source, "_anon", 5) == 0, "source: %s", h_dump(o));
+        cr_assert(json_is_integer(json_object_get(o, "tx")), "%s", h_dump(o));
+        cr_assert_gt(json_integer_value(json_object_get(o, "tx")), 0, "%s", h_dump(o));
+        cr_assert(json_is_integer(json_object_get(o, "id")), "%s", h_dump(o));
+        cr_assert_eq(json_integer_value(json_object_get(o, "priority")), prios[i], "%s", h_dump(o));
         json_t *args = json_object_get(o, "args");
         cr_assert_str_eq(json_string_value(json_object_get(args, "side")), sides[i], "%s",
-                         s_dump(o));
+                         h_dump(o));
         cr_assert_eq(json_integer_value(json_object_get(args, "n")), (json_int_t)i + 1, "%s",
-                     s_dump(o));
+                     h_dump(o));
     }
     cr_assert_neq(json_integer_value(json_object_get(json_array_get(lines, 0), "tx")),
                   json_integer_value(json_object_get(json_array_get(lines, 1), "tx")),
@@ -271,7 +262,7 @@ Test(cli_queue, listen_several_patterns_plain_text_until_sigterm)
     json_t *info = NULL;
     int rc = lc_emit_wait(c, "alarm", json_pack("{s:s}", "zone", "north"), 0, 5000, &info);
     cr_assert_eq(rc, 0, "%s", lc_strerror(rc));
-    cr_assert_eq(json_integer_value(json_object_get(info, "subscribers")), 1, "%s", s_dump(info));
+    cr_assert_eq(json_integer_value(json_object_get(info, "subscribers")), 1, "%s", h_dump(info));
     json_decref(info);
     rc = lc_emit_wait(c, "gpio_17", json_pack("{s:i}", "level", 1), LC_PRIORITY_LOW, 5000, &info);
     cr_assert_eq(rc, 0, "%s", lc_strerror(rc));

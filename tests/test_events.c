@@ -14,43 +14,6 @@ TestSuite(events, .init = h_setup, .fini = h_teardown, .timeout = 60);
 
 /* ---- Helpers ------------------------------------------------------------------------ */
 
-static json_int_t s_int(json_t *o, const char *key)
-{
-    json_t *v = json_object_get(o, key);
-    cr_assert(json_is_integer(v), "no integer \"%s\" in %s", key, json_dumps(o, JSON_COMPACT));
-    return json_integer_value(v);
-}
-
-static const char *s_str(json_t *o, const char *key)
-{
-    const char *v = json_string_value(json_object_get(o, key));
-    cr_assert(v, "no string \"%s\" in %s", key, json_dumps(o, JSON_COMPACT));
-    return v;
-}
-
-static json_int_t s_arg(json_t *entry, const char *key)
-{
-    return s_int(json_object_get(entry, "args"), key);
-}
-
-static char *s_dump(json_t *v)
-{
-    static char buf[8192];
-    char *text = json_dumps(v, JSON_COMPACT);
-    snprintf(buf, sizeof buf, "%s", text ? text : "?");
-    free(text);
-    return buf;
-}
-
-static void s_enqueue_ok(lc_client_t *c, const char *target, json_t *args, int priority)
-{
-    json_t *info = NULL;
-    int rc = lc_enqueue_wait(c, target, args, priority, 5000, &info);
-    cr_assert_eq(rc, 0, "lc_enqueue_wait(%s): %s (%s)", target, lc_strerror(rc),
-                 json_string_value(json_object_get(info, "message")));
-    json_decref(info);
-}
-
 /* Emits with lc_emit_wait, expects acceptance; returns the broker's info (caller owns). */
 static json_t *s_emit_ok(lc_client_t *c, const char *event, json_t *args)
 {
@@ -81,7 +44,7 @@ static json_t *s_named(json_t *entries, const char *name)
     size_t i;
     json_array_foreach(entries, i, x)
     {
-        if (strcmp(s_str(x, "name"), name) == 0)
+        if (strcmp(h_str(x, "name"), name) == 0)
             json_array_append(out, x);
     }
     return out;
@@ -101,7 +64,7 @@ static json_t *s_wait_named(lc_client_t *c, const char *module, const char *name
         }
         bool late = lc_mono_ms() >= deadline;
         if (late)
-            cr_log_error("%s recorded: %s", module, s_dump(all));
+            cr_log_error("%s recorded: %s", module, h_dump(all));
         json_decref(all);
         json_decref(some);
         cr_assert(!late, "%s did not record %zu '%s' within %d ms", module, n, name, timeout_ms);
@@ -147,29 +110,29 @@ Test(events, split_horizon_sender_does_not_get_its_own)
     h_echo_with("py", "--listen", "ping_x", NULL);
     lc_client_t *c = h_client();
     /* px emits ping_x from a handler: py gets it, px does not. */
-    s_enqueue_ok(c, "px.forward", json_pack("{s:s, s:{s:i}}", "event", "ping_x", "args", "n", 1),
+    h_enqueue_ok(c, "px.forward", json_pack("{s:s, s:{s:i}}", "event", "ping_x", "args", "n", 1),
                  0);
     json_t *e = h_wait_recorded(c, "py", 1, 5000);
     json_t *x = json_array_get(e, 0);
-    cr_assert_str_eq(s_str(x, "kind"), "event");
-    cr_assert_str_eq(s_str(x, "name"), "ping_x");
-    cr_assert_str_eq(s_str(x, "source"), "px");
-    cr_assert_eq(s_arg(x, "n"), 1);
+    cr_assert_str_eq(h_str(x, "kind"), "event");
+    cr_assert_str_eq(h_str(x, "name"), "ping_x");
+    cr_assert_str_eq(h_str(x, "source"), "px");
+    cr_assert_eq(h_arg(x, "n"), 1);
     json_decref(e);
     cr_assert_eq(h_module_int(c, "px", "events_in"), 0, "the broker queued px its own event");
     cr_assert_eq(h_module_int(c, "py", "events_in"), 1);
     /* Anything queued for px before a later task would have run before it. */
-    s_enqueue_ok(c, "px.record", json_pack("{s:i}", "marker", 1), 0);
+    h_enqueue_ok(c, "px.record", json_pack("{s:i}", "marker", 1), 0);
     e = h_wait_recorded(c, "px", 2, 5000);
-    cr_assert_eq(json_array_size(e), 2, "%s", s_dump(e));
-    cr_assert_str_eq(s_str(json_array_get(e, 0), "name"), "forward", "%s", s_dump(e));
-    cr_assert_str_eq(s_str(json_array_get(e, 1), "name"), "record", "%s", s_dump(e));
+    cr_assert_eq(json_array_size(e), 2, "%s", h_dump(e));
+    cr_assert_str_eq(h_str(json_array_get(e, 0), "name"), "forward", "%s", h_dump(e));
+    cr_assert_str_eq(h_str(json_array_get(e, 1), "name"), "record", "%s", h_dump(e));
     json_decref(e);
 
     /* The same from outside: an anonymous sender that is not subscribed reaches both. */
     json_t *info = s_emit_ok(c, "ping_x", json_pack("{s:i}", "n", 2));
-    cr_assert_eq(s_int(info, "subscribers"), 2, "%s", s_dump(info));
-    cr_assert_eq(json_array_size(json_object_get(info, "dropped")), 0, "%s", s_dump(info));
+    cr_assert_eq(h_int(info, "subscribers"), 2, "%s", h_dump(info));
+    cr_assert_eq(json_array_size(json_object_get(info, "dropped")), 0, "%s", h_dump(info));
     json_decref(info);
     h_wait_module_int(c, "px", "events_in", 1, 5000);
     h_wait_module_int(c, "py", "events_in", 2, 5000);
@@ -185,7 +148,7 @@ Test(events, wildcard_prefix_subscription)
     lc_client_t *c = h_client();
     json_t *m = h_module(c, "dw");
     cr_assert(m);
-    cr_assert(s_array_has(json_object_get(m, "events"), "door_*"), "%s", s_dump(m));
+    cr_assert(s_array_has(json_object_get(m, "events"), "door_*"), "%s", h_dump(m));
     json_decref(m);
     static const struct {
         const char *name;
@@ -194,16 +157,16 @@ Test(events, wildcard_prefix_subscription)
         {"window_open", 0}, {"doorbell", 0}, {"door_open", 1}, {"door", 0}, {"door_close", 1}};
     for (size_t i = 0; i < sizeof sends / sizeof sends[0]; i++) {
         json_t *info = s_emit_ok(c, sends[i].name, json_pack("{s:i}", "i", (int)i));
-        cr_assert_eq(s_int(info, "subscribers"), sends[i].subscribers, "%s: %s", sends[i].name,
-                     s_dump(info));
+        cr_assert_eq(h_int(info, "subscribers"), sends[i].subscribers, "%s: %s", sends[i].name,
+                     h_dump(info));
         json_decref(info);
     }
     json_t *e = h_wait_recorded(c, "dw", 2, 5000);
-    cr_assert_eq(json_array_size(e), 2, "%s", s_dump(e));
-    cr_assert_str_eq(s_str(json_array_get(e, 0), "name"), "door_open", "%s", s_dump(e));
-    cr_assert_str_eq(s_str(json_array_get(e, 1), "name"), "door_close", "%s", s_dump(e));
-    cr_assert_str_eq(s_str(json_array_get(e, 0), "kind"), "event");
-    cr_assert_str_eq(s_str(json_array_get(e, 0), "source"), lc_client_name(c));
+    cr_assert_eq(json_array_size(e), 2, "%s", h_dump(e));
+    cr_assert_str_eq(h_str(json_array_get(e, 0), "name"), "door_open", "%s", h_dump(e));
+    cr_assert_str_eq(h_str(json_array_get(e, 1), "name"), "door_close", "%s", h_dump(e));
+    cr_assert_str_eq(h_str(json_array_get(e, 0), "kind"), "event");
+    cr_assert_str_eq(h_str(json_array_get(e, 0), "source"), lc_client_name(c));
     json_decref(e);
     cr_assert_eq(h_module_int(c, "dw", "events_in"), 2);
     lc_client_destroy(&c);
@@ -218,20 +181,20 @@ Test(events, star_receives_everything_including_broker_events)
     static const char *const names[] = {"alpha", "beta_x", "door_open", "z9"};
     for (int i = 0; i < 4; i++) {
         json_t *info = s_emit_ok(c, names[i], json_pack("{s:i}", "i", i));
-        cr_assert_eq(s_int(info, "subscribers"), 1, "%s: %s", names[i], s_dump(info));
+        cr_assert_eq(h_int(info, "subscribers"), 1, "%s: %s", names[i], h_dump(info));
         json_decref(info);
     }
-    s_enqueue_ok(c, "w.record", NULL, 0);
+    h_enqueue_ok(c, "w.record", NULL, 0);
     for (int i = 0; i < 4; i++) {
         json_t *got = s_wait_named(c, "all", names[i], 1, 5000);
-        cr_assert_eq(json_array_size(got), 1, "%s", s_dump(got));
-        cr_assert_eq(s_arg(json_array_get(got, 0), "i"), i);
+        cr_assert_eq(json_array_size(got), 1, "%s", h_dump(got));
+        cr_assert_eq(h_arg(json_array_get(got, 0), "i"), i);
         json_decref(got);
     }
     /* The work done, the bus went idle: the broker's own event reaches "*" too. */
     json_t *idle = s_wait_named(c, "all", "becoming_idle", 1, 5000);
-    cr_assert_str_eq(s_str(json_array_get(idle, 0), "source"), "broker");
-    cr_assert_str_eq(s_str(json_array_get(idle, 0), "kind"), "event");
+    cr_assert_str_eq(h_str(json_array_get(idle, 0), "source"), "broker");
+    cr_assert_str_eq(h_str(json_array_get(idle, 0), "kind"), "event");
     json_decref(idle);
     lc_client_destroy(&c);
 }
@@ -286,7 +249,7 @@ Test(events, one_delivery_exact_then_longest_prefix)
     static const char *const sends[] = {"door_open", "door_close", "dx", "other"};
     for (int i = 0; i < 4; i++) {
         json_t *info = s_emit_ok(c, sends[i], NULL);
-        cr_assert_eq(s_int(info, "subscribers"), i < 3 ? 1 : 0, "%s: %s", sends[i], s_dump(info));
+        cr_assert_eq(h_int(info, "subscribers"), i < 3 ? 1 : 0, "%s: %s", sends[i], h_dump(info));
         json_decref(info);
     }
     h_dispatch_until(l, &w.total, 3, 5000, "events handled");
@@ -296,7 +259,7 @@ Test(events, one_delivery_exact_then_longest_prefix)
     /* Nothing more comes: one copy per event, not one per matching pattern. */
     json_t *m = h_module(c, lc_client_name(l));
     cr_assert(m);
-    cr_assert_eq(s_int(m, "events_in"), 3, "%s", s_dump(m));
+    cr_assert_eq(h_int(m, "events_in"), 3, "%s", h_dump(m));
     json_decref(m);
     cr_assert_geq(lc_dispatch(l), 0);
     cr_assert_eq(w.total, 3);
@@ -333,20 +296,20 @@ Test(events, null_name_sends_module_event)
     h_echo_with("lis", "--listen", "src_event", NULL);
     lc_client_t *src = s_named_client("src");
     json_t *info = s_emit_ok(src, NULL, json_pack("{s:i}", "v", 7));
-    cr_assert_eq(s_int(info, "subscribers"), 1, "%s", s_dump(info));
+    cr_assert_eq(h_int(info, "subscribers"), 1, "%s", h_dump(info));
     json_decref(info);
     json_t *e = h_wait_recorded(src, "lis", 1, 5000);
     json_t *x = json_array_get(e, 0);
-    cr_assert_str_eq(s_str(x, "name"), "src_event");
-    cr_assert_str_eq(s_str(x, "source"), "src");
-    cr_assert_str_eq(s_str(x, "kind"), "event");
-    cr_assert_eq(s_arg(x, "v"), 7);
+    cr_assert_str_eq(h_str(x, "name"), "src_event");
+    cr_assert_str_eq(h_str(x, "source"), "src");
+    cr_assert_str_eq(h_str(x, "kind"), "event");
+    cr_assert_eq(h_arg(x, "v"), 7);
     json_decref(e);
     /* Plain lc_emit with NULL too. */
     cr_assert_eq(lc_emit(src, NULL, json_pack("{s:i}", "v", 8), 0), 0);
     e = h_wait_recorded(src, "lis", 2, 5000);
-    cr_assert_str_eq(s_str(json_array_get(e, 1), "name"), "src_event");
-    cr_assert_eq(s_arg(json_array_get(e, 1), "v"), 8);
+    cr_assert_str_eq(h_str(json_array_get(e, 1), "name"), "src_event");
+    cr_assert_eq(h_arg(json_array_get(e, 1), "v"), 8);
     json_decref(e);
     lc_client_destroy(&src);
 }
@@ -361,7 +324,7 @@ Test(events, reserved_and_invalid_names_refused)
         json_t *info = NULL;
         int rc = lc_emit_wait(c, reserved[i], NULL, 0, 5000, &info);
         cr_assert_eq(rc, LC_EDENIED, "%s: %s", reserved[i], lc_strerror(rc));
-        cr_assert(json_string_value(json_object_get(info, "message")), "%s", s_dump(info));
+        cr_assert(json_string_value(json_object_get(info, "message")), "%s", h_dump(info));
         json_decref(info);
     }
     char longname[80];
@@ -390,7 +353,7 @@ Test(events, reserved_and_invalid_names_refused)
     size_t i;
     json_array_foreach(e, i, x)
     {
-        cr_assert_str_neq(s_str(x, "source"), lc_client_name(c), "%s", s_dump(x));
+        cr_assert_str_neq(h_str(x, "source"), lc_client_name(c), "%s", h_dump(x));
     }
     json_decref(e);
     lc_client_destroy(&c);
@@ -405,28 +368,28 @@ Test(events, full_backlog_drops_for_slow_subscriber_only)
     h_echo_with("S2", "--listen", "tick", NULL);
     lc_client_t *c = h_client();
     /* S1's only slot is held: its copies wait in its backlog at the broker. */
-    s_enqueue_ok(c, "S1.hold", NULL, 0);
+    h_enqueue_ok(c, "S1.hold", NULL, 0);
     json_t *e = h_wait_recorded(c, "S1", 1, 5000);
-    cr_assert_str_eq(s_str(json_array_get(e, 0), "name"), "hold");
+    cr_assert_str_eq(h_str(json_array_get(e, 0), "name"), "hold");
     json_decref(e);
     json_int_t dropped0 = h_stat(c, "dropped");
     for (int i = 0; i < 10; i++) {
         json_t *info = s_emit_ok(c, "tick", json_pack("{s:i}", "i", i));
         json_t *dropped = json_object_get(info, "dropped");
-        cr_assert_eq(s_int(info, "subscribers"), 2, "tick %d: %s", i, s_dump(info));
-        cr_assert(json_is_array(dropped), "tick %d: %s", i, s_dump(info));
+        cr_assert_eq(h_int(info, "subscribers"), 2, "tick %d: %s", i, h_dump(info));
+        cr_assert(json_is_array(dropped), "tick %d: %s", i, h_dump(info));
         if (i < 5) {
-            cr_assert_eq(json_array_size(dropped), 0, "tick %d: %s", i, s_dump(info));
+            cr_assert_eq(json_array_size(dropped), 0, "tick %d: %s", i, h_dump(info));
         } else {
-            cr_assert_eq(json_array_size(dropped), 1, "tick %d: %s", i, s_dump(info));
-            cr_assert(s_array_has(dropped, "S1"), "tick %d: %s", i, s_dump(info));
-            cr_assert(json_string_value(json_object_get(info, "message")), "%s", s_dump(info));
+            cr_assert_eq(json_array_size(dropped), 1, "tick %d: %s", i, h_dump(info));
+            cr_assert(s_array_has(dropped, "S1"), "tick %d: %s", i, h_dump(info));
+            cr_assert(json_string_value(json_object_get(info, "message")), "%s", h_dump(info));
         }
         json_decref(info);
     }
     json_t *s2 = h_wait_recorded(c, "S2", 10, 5000);
     for (int i = 0; i < 10; i++)
-        cr_assert_eq(s_arg(json_array_get(s2, (size_t)i), "i"), i, "%s", s_dump(s2));
+        cr_assert_eq(h_arg(json_array_get(s2, (size_t)i), "i"), i, "%s", h_dump(s2));
     json_decref(s2);
     cr_assert_eq(h_module_int(c, "S1", "dropped"), 5);
     cr_assert_eq(h_module_int(c, "S1", "backlog"), 5);
@@ -441,8 +404,8 @@ Test(events, full_backlog_drops_for_slow_subscriber_only)
     h_dispatch_until(em, &notes.count, 1, 5000, "the drop notice");
     cr_assert_eq(notes.rc, LC_EQUEUEFULL, "%s", lc_strerror(notes.rc));
     cr_assert_str_eq(notes.target, "tick");
-    cr_assert(s_array_has(json_object_get(notes.info, "dropped"), "S1"), "%s", s_dump(notes.info));
-    cr_assert(!s_array_has(json_object_get(notes.info, "dropped"), "S2"), "%s", s_dump(notes.info));
+    cr_assert(s_array_has(json_object_get(notes.info, "dropped"), "S1"), "%s", h_dump(notes.info));
+    cr_assert(!s_array_has(json_object_get(notes.info, "dropped"), "S2"), "%s", h_dump(notes.info));
     json_decref(notes.info);
     s2 = h_wait_recorded(c, "S2", 11, 5000);
     json_decref(s2);
@@ -456,9 +419,9 @@ Test(events, full_backlog_drops_for_slow_subscriber_only)
     h_wait_module_int(c, "S1", "done", 6, 5000);
     s_call_ok(c, "S1.echo", NULL, NULL);
     e = h_recorded(c, "S1");
-    cr_assert_eq(json_array_size(e), 6, "%s", s_dump(e));
+    cr_assert_eq(json_array_size(e), 6, "%s", h_dump(e));
     for (int i = 0; i < 5; i++)
-        cr_assert_eq(s_arg(json_array_get(e, (size_t)i + 1), "i"), i, "%s", s_dump(e));
+        cr_assert_eq(h_arg(json_array_get(e, (size_t)i + 1), "i"), i, "%s", h_dump(e));
     json_decref(e);
     cr_assert_eq(notes.count, 1);
     lc_client_destroy(&em);
@@ -475,22 +438,22 @@ Test(events, becoming_idle_once_per_transition)
     lc_client_t *c = h_client();
     json_int_t idle0 = h_stat(c, "idle");
     json_t *e = h_recorded(c, "idl");
-    cr_assert_eq((json_int_t)json_array_size(e), idle0, "before: %s", s_dump(e));
+    cr_assert_eq((json_int_t)json_array_size(e), idle0, "before: %s", h_dump(e));
     json_decref(e);
 
     /* A burst of 50 behind a hold: the bus stays busy until the last one is done. */
-    s_enqueue_ok(c, "w.hold", NULL, 0);
+    h_enqueue_ok(c, "w.hold", NULL, 0);
     for (int i = 0; i < 50; i++)
-        s_enqueue_ok(c, "w.record", json_pack("{s:i}", "i", i), 0);
+        h_enqueue_ok(c, "w.record", json_pack("{s:i}", "i", i), 0);
     json_t *res = NULL;
     s_call_ok(c, "w.release", NULL, &res);
     json_decref(res);
     h_wait_module_int(c, "w", "done", 51, 10000);
     e = h_wait_recorded(c, "idl", (size_t)idle0 + 1, 5000);
     json_t *x = json_array_get(e, json_array_size(e) - 1);
-    cr_assert_str_eq(s_str(x, "name"), "becoming_idle");
-    cr_assert_str_eq(s_str(x, "source"), "broker");
-    cr_assert_str_eq(s_str(x, "kind"), "event");
+    cr_assert_str_eq(h_str(x, "name"), "becoming_idle");
+    cr_assert_str_eq(h_str(x, "source"), "broker");
+    cr_assert_str_eq(h_str(x, "kind"), "event");
     json_decref(e);
     /* Delivering becoming_idle is no work: no second one, however long we look. */
     h_wait_module_int(c, "idl", "done", idle0 + 1, 5000);
@@ -498,18 +461,18 @@ Test(events, becoming_idle_once_per_transition)
     s_call_ok(c, "idl.echo", NULL, NULL);
     s_call_ok(c, "broker.ping", NULL, NULL);
     e = h_recorded(c, "idl");
-    cr_assert_eq((json_int_t)json_array_size(e), idle0 + 1, "%s", s_dump(e));
+    cr_assert_eq((json_int_t)json_array_size(e), idle0 + 1, "%s", h_dump(e));
     json_decref(e);
     cr_assert_eq(h_stat(c, "idle"), idle0 + 1);
 
     /* One more task: one more transition, one more event. */
-    s_enqueue_ok(c, "w.record", NULL, 0);
+    h_enqueue_ok(c, "w.record", NULL, 0);
     e = h_wait_recorded(c, "idl", (size_t)idle0 + 2, 5000);
     json_decref(e);
     h_wait_module_int(c, "idl", "done", idle0 + 2, 5000);
     s_call_ok(c, "broker.ping", NULL, NULL);
     e = h_recorded(c, "idl");
-    cr_assert_eq((json_int_t)json_array_size(e), idle0 + 2, "%s", s_dump(e));
+    cr_assert_eq((json_int_t)json_array_size(e), idle0 + 2, "%s", h_dump(e));
     json_decref(e);
     cr_assert_eq(h_stat(c, "idle"), idle0 + 2);
     lc_client_destroy(&c);
@@ -577,9 +540,9 @@ Test(events, threads_emit_each_event_once)
     json_t *x;
     json_array_foreach(e, j, x)
     {
-        cr_assert_str_eq(s_str(x, "name"), "burst");
-        json_int_t t = s_arg(x, "t"), i = s_arg(x, "i");
-        cr_assert(t >= 0 && t < EMIT_THREADS && i >= 0 && i < EMIT_EACH, "bad entry %s", s_dump(x));
+        cr_assert_str_eq(h_str(x, "name"), "burst");
+        json_int_t t = h_arg(x, "t"), i = h_arg(x, "i");
+        cr_assert(t >= 0 && t < EMIT_THREADS && i >= 0 && i < EMIT_EACH, "bad entry %s", h_dump(x));
         cr_assert_eq(seen[t][i], 0, "event t=%lld i=%lld handled twice", (long long)t,
                      (long long)i);
         seen[t][i] = 1;
@@ -606,7 +569,7 @@ Test(events, fanout_accepted_once_within_total_queue_bound)
         h_echo_with(names[i], "--window", "1", "--listen", "tick", NULL);
         char target[32];
         snprintf(target, sizeof target, "%s.hold", names[i]);
-        s_enqueue_ok(c, target, NULL, 0); /* in flight, not queued */
+        h_enqueue_ok(c, target, NULL, 0); /* in flight, not queued */
         json_t *e = h_wait_recorded(c, names[i], 1, 5000);
         json_decref(e);
     }

@@ -17,35 +17,6 @@ TestSuite(queue, .init = h_setup, .fini = h_teardown, .timeout = 60);
 
 /* ---- Helpers ------------------------------------------------------------------------ */
 
-static json_int_t s_int(json_t *o, const char *key)
-{
-    json_t *v = json_object_get(o, key);
-    cr_assert(json_is_integer(v), "no integer \"%s\" in %s", key, json_dumps(o, JSON_COMPACT));
-    return json_integer_value(v);
-}
-
-static const char *s_str(json_t *o, const char *key)
-{
-    const char *v = json_string_value(json_object_get(o, key));
-    cr_assert(v, "no string \"%s\" in %s", key, json_dumps(o, JSON_COMPACT));
-    return v;
-}
-
-/* An integer argument of a recorded entry. */
-static json_int_t s_arg(json_t *entry, const char *key)
-{
-    return s_int(json_object_get(entry, "args"), key);
-}
-
-static void s_enqueue_ok(lc_client_t *c, const char *target, json_t *args, int priority)
-{
-    json_t *info = NULL;
-    int rc = lc_enqueue_wait(c, target, args, priority, 5000, &info);
-    cr_assert_eq(rc, 0, "lc_enqueue_wait(%s): %s (%s)", target, lc_strerror(rc),
-                 json_string_value(json_object_get(info, "message")));
-    json_decref(info);
-}
-
 static void s_call_ok(lc_client_t *c, const char *target, json_t *args, json_t **res)
 {
     json_t *r = NULL;
@@ -65,18 +36,9 @@ static json_int_t s_release(lc_client_t *c, const char *name)
     snprintf(target, sizeof target, "%s.release", name);
     json_t *res = NULL;
     s_call_ok(c, target, NULL, &res);
-    json_int_t n = s_int(res, "released");
+    json_int_t n = h_int(res, "released");
     json_decref(res);
     return n;
-}
-
-static char *s_dump(json_t *v)
-{
-    static char buf[8192];
-    char *text = json_dumps(v, JSON_COMPACT);
-    snprintf(buf, sizeof buf, "%s", text ? text : "?");
-    free(text);
-    return buf;
 }
 
 typedef struct {
@@ -101,7 +63,7 @@ static void s_on_notice(lc_client_t *self, int rc, const char *target, json_t *i
 static void s_wait_holding(lc_client_t *c, const char *name)
 {
     json_t *e = h_wait_recorded(c, name, 1, 5000);
-    cr_assert_str_eq(s_str(json_array_get(e, 0), "name"), "hold", "%s", s_dump(e));
+    cr_assert_str_eq(h_str(json_array_get(e, 0), "name"), "hold", "%s", h_dump(e));
     json_decref(e);
 }
 
@@ -113,11 +75,11 @@ Test(queue, priority_order_under_backlog)
     h_echo_with("w", "--window", "1", NULL);
     lc_client_t *c = h_client();
     /* The hold keeps the module's only window slot: everything after waits in the broker. */
-    s_enqueue_ok(c, "w.hold", NULL, 0);
+    h_enqueue_ok(c, "w.hold", NULL, 0);
     static const int prio[] = {5, 3, 1, 4, 2, 3, 5, 1, 2, 4, 1, 4, 5, 2, 3, 3, 1, 5, 2, 4};
     const int n = (int)(sizeof prio / sizeof prio[0]);
     for (int i = 0; i < n; i++)
-        s_enqueue_ok(c, "w.record", json_pack("{s:i, s:i}", "seq", i, "p", prio[i]), prio[i]);
+        h_enqueue_ok(c, "w.record", json_pack("{s:i, s:i}", "seq", i, "p", prio[i]), prio[i]);
     h_wait_module_int(c, "w", "backlog", n, 5000);
     cr_assert_eq(h_module_int(c, "w", "in_flight"), 1);
     s_wait_holding(c, "w");
@@ -125,8 +87,8 @@ Test(queue, priority_order_under_backlog)
 
     h_wait_module_int(c, "w", "done", n + 1, 10000);
     json_t *e = h_wait_recorded(c, "w", (size_t)n + 1, 5000);
-    cr_assert_eq(json_array_size(e), (size_t)n + 1, "%s", s_dump(e));
-    cr_assert_str_eq(s_str(json_array_get(e, 0), "name"), "hold");
+    cr_assert_eq(json_array_size(e), (size_t)n + 1, "%s", h_dump(e));
+    cr_assert_str_eq(h_str(json_array_get(e, 0), "name"), "hold");
     /* Expected: by priority, FIFO (enqueue order) within a level. */
     int k = 1;
     for (int p = 1; p <= 5; p++)
@@ -134,13 +96,13 @@ Test(queue, priority_order_under_backlog)
             if (prio[i] != p)
                 continue;
             json_t *x = json_array_get(e, (size_t)k);
-            cr_assert_str_eq(s_str(x, "name"), "record");
-            cr_assert_str_eq(s_str(x, "kind"), "task");
-            cr_assert_eq(s_arg(x, "seq"), i,
+            cr_assert_str_eq(h_str(x, "name"), "record");
+            cr_assert_str_eq(h_str(x, "kind"), "task");
+            cr_assert_eq(h_arg(x, "seq"), i,
                          "entry %d: seq %lld, expected %d (priority %d); all: %s", k,
-                         (long long)s_arg(x, "seq"), i, p, s_dump(e));
-            cr_assert_eq(s_int(x, "priority"), p, "entry %d has priority %lld, sent with %d", k,
-                         (long long)s_int(x, "priority"), p);
+                         (long long)h_arg(x, "seq"), i, p, h_dump(e));
+            cr_assert_eq(h_int(x, "priority"), p, "entry %d has priority %lld, sent with %d", k,
+                         (long long)h_int(x, "priority"), p);
             k++;
         }
     json_decref(e);
@@ -156,11 +118,11 @@ Test(queue, highest_overtakes_items_in_window)
     h_broker(NULL);
     h_echo_with("w", NULL); /* default window 64 */
     lc_client_t *c = h_client();
-    s_enqueue_ok(c, "w.hold", NULL, 0);
+    h_enqueue_ok(c, "w.hold", NULL, 0);
     s_wait_holding(c, "w");
     for (int i = 0; i < 20; i++)
-        s_enqueue_ok(c, "w.record", json_pack("{s:i}", "seq", i), LC_PRIORITY_LOWEST);
-    s_enqueue_ok(c, "w.record", json_pack("{s:i}", "seq", 100), LC_PRIORITY_HIGHEST);
+        h_enqueue_ok(c, "w.record", json_pack("{s:i}", "seq", i), LC_PRIORITY_LOWEST);
+    h_enqueue_ok(c, "w.record", json_pack("{s:i}", "seq", 100), LC_PRIORITY_HIGHEST);
     /* All delivered into the module's local queue: nothing waits in the broker. */
     h_wait_module_int(c, "w", "in_flight", 22, 5000);
     cr_assert_eq(h_module_int(c, "w", "backlog"), 0);
@@ -168,15 +130,15 @@ Test(queue, highest_overtakes_items_in_window)
 
     h_wait_module_int(c, "w", "done", 22, 10000);
     json_t *e = h_wait_recorded(c, "w", 22, 5000);
-    cr_assert_eq(json_array_size(e), 22, "%s", s_dump(e));
-    cr_assert_str_eq(s_str(json_array_get(e, 0), "name"), "hold");
-    cr_assert_eq(s_arg(json_array_get(e, 1), "seq"), 100,
-                 "the highest-priority task did not run right after the hold: %s", s_dump(e));
-    cr_assert_eq(s_int(json_array_get(e, 1), "priority"), LC_PRIORITY_HIGHEST);
+    cr_assert_eq(json_array_size(e), 22, "%s", h_dump(e));
+    cr_assert_str_eq(h_str(json_array_get(e, 0), "name"), "hold");
+    cr_assert_eq(h_arg(json_array_get(e, 1), "seq"), 100,
+                 "the highest-priority task did not run right after the hold: %s", h_dump(e));
+    cr_assert_eq(h_int(json_array_get(e, 1), "priority"), LC_PRIORITY_HIGHEST);
     for (int i = 0; i < 20; i++) {
         json_t *x = json_array_get(e, (size_t)i + 2);
-        cr_assert_eq(s_arg(x, "seq"), i, "lowest-priority tasks out of order: %s", s_dump(e));
-        cr_assert_eq(s_int(x, "priority"), LC_PRIORITY_LOWEST);
+        cr_assert_eq(h_arg(x, "seq"), i, "lowest-priority tasks out of order: %s", h_dump(e));
+        cr_assert_eq(h_int(x, "priority"), LC_PRIORITY_LOWEST);
     }
     json_decref(e);
     lc_client_destroy(&c);
@@ -187,7 +149,7 @@ Test(queue, highest_overtakes_items_in_window)
 /* The single entry of c (waits for it), checked against b's entry: same tx, parent b. */
 static json_t *s_chain_run(lc_client_t *c, json_t *b_args, int priority)
 {
-    s_enqueue_ok(c, "a.forward", json_pack("{s:s, s:o}", "task", "b.forward", "args", b_args),
+    h_enqueue_ok(c, "a.forward", json_pack("{s:s, s:o}", "task", "b.forward", "args", b_args),
                  priority);
     json_t *ce = h_wait_recorded(c, "c", 1, 5000);
     json_t *recorded = NULL;
@@ -199,9 +161,9 @@ static json_t *s_chain_run(lc_client_t *c, json_t *b_args, int priority)
     json_decref(recorded);
     s_call_ok(c, "c.recorded", NULL, &recorded);
     json_decref(recorded);
-    cr_assert_eq(json_array_size(ae), 1, "a: %s", s_dump(ae));
-    cr_assert_eq(json_array_size(be), 1, "b: %s", s_dump(be));
-    cr_assert_eq(json_array_size(ce), 1, "c: %s", s_dump(ce));
+    cr_assert_eq(json_array_size(ae), 1, "a: %s", h_dump(ae));
+    cr_assert_eq(json_array_size(be), 1, "b: %s", h_dump(be));
+    cr_assert_eq(json_array_size(ce), 1, "c: %s", h_dump(ce));
     json_t *out = json_pack("{s:O, s:O, s:O}", "a", json_array_get(ae, 0), "b",
                             json_array_get(be, 0), "c", json_array_get(ce, 0));
     json_decref(ae);
@@ -222,23 +184,23 @@ Test(queue, chain_inherits_priority_and_transaction)
     json_t *r = s_chain_run(c, json_pack("{s:s, s:{s:i}}", "task", "c.record", "args", "m", 1),
                             LC_PRIORITY_HIGH);
     json_t *a = json_object_get(r, "a"), *b = json_object_get(r, "b"), *x = json_object_get(r, "c");
-    cr_assert_str_eq(s_str(a, "kind"), "task");
-    cr_assert_str_eq(s_str(a, "source"), lc_client_name(c));
-    cr_assert_eq(s_int(a, "parent"), 0, "%s", s_dump(r));
-    cr_assert_neq(s_int(a, "tx"), 0);
-    cr_assert_str_eq(s_str(b, "source"), "a");
-    cr_assert_str_eq(s_str(x, "source"), "b");
-    cr_assert_str_eq(s_str(x, "name"), "record");
-    cr_assert_eq(s_arg(x, "m"), 1);
-    cr_assert_eq(s_int(b, "tx"), s_int(a, "tx"), "%s", s_dump(r));
-    cr_assert_eq(s_int(x, "tx"), s_int(a, "tx"), "%s", s_dump(r));
-    cr_assert_eq(s_int(b, "parent"), s_int(a, "id"), "%s", s_dump(r));
-    cr_assert_eq(s_int(x, "parent"), s_int(b, "id"), "%s", s_dump(r));
-    cr_assert(s_int(a, "id") != s_int(b, "id") && s_int(b, "id") != s_int(x, "id"));
-    cr_assert_eq(s_int(a, "priority"), LC_PRIORITY_HIGH, "%s", s_dump(r));
-    cr_assert_eq(s_int(b, "priority"), LC_PRIORITY_HIGH, "%s", s_dump(r));
-    cr_assert_eq(s_int(x, "priority"), LC_PRIORITY_HIGH, "%s", s_dump(r));
-    json_int_t first_tx = s_int(a, "tx");
+    cr_assert_str_eq(h_str(a, "kind"), "task");
+    cr_assert_str_eq(h_str(a, "source"), lc_client_name(c));
+    cr_assert_eq(h_int(a, "parent"), 0, "%s", h_dump(r));
+    cr_assert_neq(h_int(a, "tx"), 0);
+    cr_assert_str_eq(h_str(b, "source"), "a");
+    cr_assert_str_eq(h_str(x, "source"), "b");
+    cr_assert_str_eq(h_str(x, "name"), "record");
+    cr_assert_eq(h_arg(x, "m"), 1);
+    cr_assert_eq(h_int(b, "tx"), h_int(a, "tx"), "%s", h_dump(r));
+    cr_assert_eq(h_int(x, "tx"), h_int(a, "tx"), "%s", h_dump(r));
+    cr_assert_eq(h_int(b, "parent"), h_int(a, "id"), "%s", h_dump(r));
+    cr_assert_eq(h_int(x, "parent"), h_int(b, "id"), "%s", h_dump(r));
+    cr_assert(h_int(a, "id") != h_int(b, "id") && h_int(b, "id") != h_int(x, "id"));
+    cr_assert_eq(h_int(a, "priority"), LC_PRIORITY_HIGH, "%s", h_dump(r));
+    cr_assert_eq(h_int(b, "priority"), LC_PRIORITY_HIGH, "%s", h_dump(r));
+    cr_assert_eq(h_int(x, "priority"), LC_PRIORITY_HIGH, "%s", h_dump(r));
+    json_int_t first_tx = h_int(a, "tx");
     json_decref(r);
 
     /* b sets priority 5 explicitly: c gets 5, the transaction goes on. */
@@ -248,12 +210,12 @@ Test(queue, chain_inherits_priority_and_transaction)
     a = json_object_get(r, "a");
     b = json_object_get(r, "b");
     x = json_object_get(r, "c");
-    cr_assert_eq(s_arg(x, "m"), 2);
-    cr_assert_eq(s_int(b, "priority"), LC_PRIORITY_HIGH, "%s", s_dump(r));
-    cr_assert_eq(s_int(x, "priority"), 5, "%s", s_dump(r));
-    cr_assert_eq(s_int(x, "tx"), s_int(a, "tx"), "%s", s_dump(r));
-    cr_assert_eq(s_int(x, "parent"), s_int(b, "id"), "%s", s_dump(r));
-    cr_assert_neq(s_int(a, "tx"), first_tx, "two enqueues from outside share a transaction");
+    cr_assert_eq(h_arg(x, "m"), 2);
+    cr_assert_eq(h_int(b, "priority"), LC_PRIORITY_HIGH, "%s", h_dump(r));
+    cr_assert_eq(h_int(x, "priority"), 5, "%s", h_dump(r));
+    cr_assert_eq(h_int(x, "tx"), h_int(a, "tx"), "%s", h_dump(r));
+    cr_assert_eq(h_int(x, "parent"), h_int(b, "id"), "%s", h_dump(r));
+    cr_assert_neq(h_int(a, "tx"), first_tx, "two enqueues from outside share a transaction");
     json_decref(r);
 
     /* b starts a new transaction: c's tx differs, no parent; the priority is still inherited. */
@@ -263,29 +225,29 @@ Test(queue, chain_inherits_priority_and_transaction)
     a = json_object_get(r, "a");
     b = json_object_get(r, "b");
     x = json_object_get(r, "c");
-    cr_assert_eq(s_arg(x, "m"), 3);
-    cr_assert_eq(s_int(b, "tx"), s_int(a, "tx"), "%s", s_dump(r));
-    cr_assert_neq(s_int(x, "tx"), 0, "%s", s_dump(r));
-    cr_assert_neq(s_int(x, "tx"), s_int(a, "tx"), "new_tx kept the transaction: %s", s_dump(r));
-    cr_assert_eq(s_int(x, "parent"), 0, "new_tx kept a parent: %s", s_dump(r));
-    cr_assert_eq(s_int(x, "priority"), LC_PRIORITY_HIGH, "%s", s_dump(r));
+    cr_assert_eq(h_arg(x, "m"), 3);
+    cr_assert_eq(h_int(b, "tx"), h_int(a, "tx"), "%s", h_dump(r));
+    cr_assert_neq(h_int(x, "tx"), 0, "%s", h_dump(r));
+    cr_assert_neq(h_int(x, "tx"), h_int(a, "tx"), "new_tx kept the transaction: %s", h_dump(r));
+    cr_assert_eq(h_int(x, "parent"), 0, "new_tx kept a parent: %s", h_dump(r));
+    cr_assert_eq(h_int(x, "priority"), LC_PRIORITY_HIGH, "%s", h_dump(r));
     json_decref(r);
 
     /* An event emitted inside a handler continues the transaction too. */
-    s_enqueue_ok(c, "a.forward", json_pack("{s:s, s:{s:i}}", "event", "chain_ev", "args", "m", 4),
+    h_enqueue_ok(c, "a.forward", json_pack("{s:s, s:{s:i}}", "event", "chain_ev", "args", "m", 4),
                  LC_PRIORITY_LOW);
     json_t *ce = h_wait_recorded(c, "c", 1, 5000);
     json_t *ae = h_recorded(c, "a");
-    cr_assert_eq(json_array_size(ae), 1, "%s", s_dump(ae));
+    cr_assert_eq(json_array_size(ae), 1, "%s", h_dump(ae));
     a = json_array_get(ae, 0);
     x = json_array_get(ce, 0);
-    cr_assert_str_eq(s_str(x, "kind"), "event");
-    cr_assert_str_eq(s_str(x, "name"), "chain_ev");
-    cr_assert_str_eq(s_str(x, "source"), "a");
-    cr_assert_eq(s_arg(x, "m"), 4);
-    cr_assert_eq(s_int(x, "tx"), s_int(a, "tx"));
-    cr_assert_eq(s_int(x, "parent"), s_int(a, "id"));
-    cr_assert_eq(s_int(x, "priority"), LC_PRIORITY_LOW);
+    cr_assert_str_eq(h_str(x, "kind"), "event");
+    cr_assert_str_eq(h_str(x, "name"), "chain_ev");
+    cr_assert_str_eq(h_str(x, "source"), "a");
+    cr_assert_eq(h_arg(x, "m"), 4);
+    cr_assert_eq(h_int(x, "tx"), h_int(a, "tx"));
+    cr_assert_eq(h_int(x, "parent"), h_int(a, "id"));
+    cr_assert_eq(h_int(x, "priority"), LC_PRIORITY_LOW);
     json_decref(ae);
     json_decref(ce);
 
@@ -296,7 +258,7 @@ Test(queue, chain_inherits_priority_and_transaction)
     json_decref(res);
     ce = h_recorded(c, "c");
     cr_assert_eq(json_array_size(ce), 1);
-    cr_assert_str_eq(s_str(json_array_get(ce, 0), "kind"), "call");
+    cr_assert_str_eq(h_str(json_array_get(ce, 0), "kind"), "call");
     json_decref(ce);
     lc_client_destroy(&c);
 }
@@ -308,22 +270,22 @@ Test(queue, deferred_task_holds_its_slot)
     h_broker(NULL);
     h_echo_with("d", NULL); /* concurrency 1 */
     lc_client_t *c = h_client();
-    s_enqueue_ok(c, "d.hold", NULL, 0);
-    s_enqueue_ok(c, "d.record", json_pack("{s:i}", "n", 1), 0);
+    h_enqueue_ok(c, "d.hold", NULL, 0);
+    h_enqueue_ok(c, "d.record", json_pack("{s:i}", "n", 1), 0);
     s_wait_holding(c, "d");
     h_wait_module_int(c, "d", "in_flight", 2, 5000); /* the record reached the module */
     s_call_ok(c, "d.echo", NULL, NULL);
     s_call_ok(c, "broker.ping", NULL, NULL);
     json_t *e = h_recorded(c, "d");
     cr_assert_eq(json_array_size(e), 1, "the record ran while the hold kept the only slot: %s",
-                 s_dump(e));
+                 h_dump(e));
     json_decref(e);
     cr_assert_eq(h_module_int(c, "d", "done"), 0);
 
     cr_assert_eq(s_release(c, "d"), 1);
     e = h_wait_recorded(c, "d", 2, 5000);
-    cr_assert_str_eq(s_str(json_array_get(e, 1), "name"), "record", "%s", s_dump(e));
-    cr_assert_eq(s_arg(json_array_get(e, 1), "n"), 1);
+    cr_assert_str_eq(h_str(json_array_get(e, 1), "name"), "record", "%s", h_dump(e));
+    cr_assert_eq(h_arg(json_array_get(e, 1), "n"), 1);
     json_decref(e);
     h_wait_module_int(c, "d", "done", 2, 5000);
     cr_assert_eq(h_module_int(c, "d", "in_flight"), 0);
@@ -335,17 +297,17 @@ Test(queue, concurrency_2_runs_beside_a_held_task)
     h_broker(NULL);
     h_echo_with("d", "--concurrency", "2", NULL);
     lc_client_t *c = h_client();
-    s_enqueue_ok(c, "d.hold", NULL, 0);
-    s_enqueue_ok(c, "d.record", json_pack("{s:i}", "n", 1), 0);
+    h_enqueue_ok(c, "d.hold", NULL, 0);
+    h_enqueue_ok(c, "d.record", json_pack("{s:i}", "n", 1), 0);
     json_t *e = h_wait_recorded(c, "d", 2, 5000);
-    cr_assert_str_eq(s_str(json_array_get(e, 0), "name"), "hold", "%s", s_dump(e));
-    cr_assert_str_eq(s_str(json_array_get(e, 1), "name"), "record", "%s", s_dump(e));
+    cr_assert_str_eq(h_str(json_array_get(e, 0), "name"), "hold", "%s", h_dump(e));
+    cr_assert_str_eq(h_str(json_array_get(e, 1), "name"), "record", "%s", h_dump(e));
     json_decref(e);
     /* The record finished while the hold is still open. */
     h_wait_module_int(c, "d", "done", 1, 5000);
     cr_assert_eq(h_module_int(c, "d", "in_flight"), 1);
     /* A third runs in the second slot too; the hold is still open. */
-    s_enqueue_ok(c, "d.record", json_pack("{s:i}", "n", 2), 0);
+    h_enqueue_ok(c, "d.record", json_pack("{s:i}", "n", 2), 0);
     h_wait_module_int(c, "d", "done", 2, 5000);
     cr_assert_eq(h_module_int(c, "d", "in_flight"), 1);
     cr_assert_eq(s_release(c, "d"), 1);
@@ -362,10 +324,10 @@ Test(queue, crash_redelivers_items_not_started)
     proc_t *k = h_echo_with("k", "--window", "64", NULL);
     lc_client_t *c = h_client();
     json_int_t lost0 = h_stat(c, "lost"), redelivered0 = h_stat(c, "redelivered");
-    s_enqueue_ok(c, "k.hold", NULL, 0);
+    h_enqueue_ok(c, "k.hold", NULL, 0);
     s_wait_holding(c, "k"); /* started: the broker was told so before this answer */
     for (int i = 0; i < 5; i++)
-        s_enqueue_ok(c, "k.record", json_pack("{s:i}", "seq", i), 0);
+        h_enqueue_ok(c, "k.record", json_pack("{s:i}", "seq", i), 0);
     h_wait_module_int(c, "k", "in_flight", 6, 5000);
     cr_assert_eq(h_module_int(c, "k", "backlog"), 0);
 
@@ -378,11 +340,11 @@ Test(queue, crash_redelivers_items_not_started)
     json_decref(e);
     s_call_ok(c, "k.echo", NULL, NULL);
     e = h_recorded(c, "k");
-    cr_assert_eq(json_array_size(e), 5, "the restarted k got %s", s_dump(e));
+    cr_assert_eq(json_array_size(e), 5, "the restarted k got %s", h_dump(e));
     for (int i = 0; i < 5; i++) {
         json_t *x = json_array_get(e, (size_t)i);
-        cr_assert_str_eq(s_str(x, "name"), "record", "the started hold came again: %s", s_dump(e));
-        cr_assert_eq(s_arg(x, "seq"), i, "redelivered out of order: %s", s_dump(e));
+        cr_assert_str_eq(h_str(x, "name"), "record", "the started hold came again: %s", h_dump(e));
+        cr_assert_eq(h_arg(x, "seq"), i, "redelivered out of order: %s", h_dump(e));
     }
     json_decref(e);
     cr_assert_geq(h_stat(c, "lost"), lost0 + 1);
@@ -402,17 +364,17 @@ Test(queue, bus_queue_full_refused)
     lc_client_t *c = h_client();
     notices_t notes = {0};
     lc_on_notice(c, s_on_notice, &notes);
-    s_enqueue_ok(c, "q.hold", NULL, 0); /* in flight: not queued */
+    h_enqueue_ok(c, "q.hold", NULL, 0); /* in flight: not queued */
     s_wait_holding(c, "q");
     for (int i = 0; i < 3; i++)
-        s_enqueue_ok(c, "q.record", json_pack("{s:i}", "seq", i), 0);
+        h_enqueue_ok(c, "q.record", json_pack("{s:i}", "seq", i), 0);
     json_int_t full0 = h_stat(c, "queue_full");
     cr_assert_eq(h_stat(c, "queued"), 3);
     for (int i = 3; i < 5; i++) {
         json_t *info = NULL;
         int rc = lc_enqueue_wait(c, "q.record", json_pack("{s:i}", "seq", i), 0, 5000, &info);
         cr_assert_eq(rc, LC_EQUEUEFULL, "enqueue %d: %s", i, lc_strerror(rc));
-        cr_assert(json_string_value(json_object_get(info, "message")), "%s", s_dump(info));
+        cr_assert(json_string_value(json_object_get(info, "message")), "%s", h_dump(info));
         json_decref(info);
     }
     cr_assert_eq(h_stat(c, "queue_full"), full0 + 2);
@@ -428,20 +390,20 @@ Test(queue, bus_queue_full_refused)
     h_dispatch_until(c, &notes.count, 1, 5000, "the refusal notice");
     cr_assert_eq(notes.rc, LC_EQUEUEFULL, "notice %s", lc_strerror(notes.rc));
     cr_assert_str_eq(notes.target, "q.record");
-    cr_assert(json_string_value(json_object_get(notes.info, "message")), "%s", s_dump(notes.info));
+    cr_assert(json_string_value(json_object_get(notes.info, "message")), "%s", h_dump(notes.info));
     json_decref(notes.info);
     cr_assert_eq(h_stat(c, "queue_full"), full0 + 4);
 
     /* Released, the accepted ones run; the refused ones never do; room again. */
     cr_assert_eq(s_release(c, "q"), 1);
     h_wait_module_int(c, "q", "done", 4, 5000);
-    s_enqueue_ok(c, "q.record", json_pack("{s:i}", "seq", 10), 0);
+    h_enqueue_ok(c, "q.record", json_pack("{s:i}", "seq", 10), 0);
     h_wait_module_int(c, "q", "done", 5, 5000);
     json_t *e = h_recorded(c, "q");
-    cr_assert_eq(json_array_size(e), 5, "%s", s_dump(e));
+    cr_assert_eq(json_array_size(e), 5, "%s", h_dump(e));
     static const int want[] = {0, 1, 2, 10};
     for (int i = 0; i < 4; i++)
-        cr_assert_eq(s_arg(json_array_get(e, (size_t)i + 1), "seq"), want[i], "%s", s_dump(e));
+        cr_assert_eq(h_arg(json_array_get(e, (size_t)i + 1), "seq"), want[i], "%s", h_dump(e));
     json_decref(e);
     cr_assert_eq(notes.count, 1);
     lc_client_destroy(&c);
@@ -453,20 +415,20 @@ Test(queue, module_backlog_full_refuses_tasks_for_that_module_only)
     h_echo_with("q", "--window", "1", NULL);
     h_echo_with("r", NULL);
     lc_client_t *c = h_client();
-    s_enqueue_ok(c, "q.hold", NULL, 0);
+    h_enqueue_ok(c, "q.hold", NULL, 0);
     s_wait_holding(c, "q");
-    s_enqueue_ok(c, "q.record", NULL, 0);
-    s_enqueue_ok(c, "q.record", NULL, 0);
+    h_enqueue_ok(c, "q.record", NULL, 0);
+    h_enqueue_ok(c, "q.record", NULL, 0);
     json_int_t full0 = h_stat(c, "queue_full");
     json_t *info = NULL;
     int rc = lc_enqueue_wait(c, "q.record", NULL, 0, 5000, &info);
     cr_assert_eq(rc, LC_EQUEUEFULL, "%s", lc_strerror(rc));
-    cr_assert(strstr(json_string_value(json_object_get(info, "message")), "q"), "%s", s_dump(info));
+    cr_assert(strstr(json_string_value(json_object_get(info, "message")), "q"), "%s", h_dump(info));
     json_decref(info);
     cr_assert_eq(h_stat(c, "queue_full"), full0 + 1);
     /* Another module is not affected. */
     for (int i = 0; i < 5; i++)
-        s_enqueue_ok(c, "r.record", NULL, 0);
+        h_enqueue_ok(c, "r.record", NULL, 0);
     h_wait_module_int(c, "r", "done", 5, 5000);
     cr_assert_eq(s_release(c, "q"), 1);
     h_wait_module_int(c, "q", "done", 3, 5000);
@@ -478,10 +440,10 @@ Test(queue, module_backlog_full_refuses_tasks_for_that_module_only)
 /* g (window 1) holds a task; three more wait in the broker for it. */
 static void s_g_with_backlog(lc_client_t *c)
 {
-    s_enqueue_ok(c, "g.hold", NULL, 0);
+    h_enqueue_ok(c, "g.hold", NULL, 0);
     s_wait_holding(c, "g");
     for (int i = 0; i < 3; i++)
-        s_enqueue_ok(c, "g.record", json_pack("{s:i}", "seq", i), 0);
+        h_enqueue_ok(c, "g.record", json_pack("{s:i}", "seq", i), 0);
     cr_assert_eq(h_module_int(c, "g", "backlog"), 3);
 }
 
@@ -524,10 +486,10 @@ Test(queue, grace_restart_within_grace_gets_backlog)
     h_wait_module_int(c, "g", "done", 3, 5000);
     json_decref(e);
     e = h_recorded(c, "g");
-    cr_assert_eq(json_array_size(e), 3, "%s", s_dump(e));
+    cr_assert_eq(json_array_size(e), 3, "%s", h_dump(e));
     for (int i = 0; i < 3; i++) {
-        cr_assert_str_eq(s_str(json_array_get(e, (size_t)i), "name"), "record", "%s", s_dump(e));
-        cr_assert_eq(s_arg(json_array_get(e, (size_t)i), "seq"), i, "%s", s_dump(e));
+        cr_assert_str_eq(h_str(json_array_get(e, (size_t)i), "name"), "record", "%s", h_dump(e));
+        cr_assert_eq(h_arg(json_array_get(e, (size_t)i), "seq"), i, "%s", h_dump(e));
     }
     json_decref(e);
     cr_assert_eq(h_stat(c, "lost"), lost0 + 1, "only the started hold is lost");
@@ -546,9 +508,9 @@ Test(queue, grace_restart_after_kill9_gets_backlog)
     json_decref(e);
     h_wait_module_int(c, "g", "done", 3, 5000);
     e = h_recorded(c, "g");
-    cr_assert_eq(json_array_size(e), 3, "%s", s_dump(e));
+    cr_assert_eq(json_array_size(e), 3, "%s", h_dump(e));
     for (int i = 0; i < 3; i++)
-        cr_assert_eq(s_arg(json_array_get(e, (size_t)i), "seq"), i, "%s", s_dump(e));
+        cr_assert_eq(h_arg(json_array_get(e, (size_t)i), "seq"), i, "%s", h_dump(e));
     json_decref(e);
     lc_client_destroy(&c);
 }
@@ -566,12 +528,12 @@ Test(queue, grace_expired_emits_module_lost)
     json_t *e = h_wait_recorded(c, "ml", 1, 5000);
     int64_t elapsed = lc_mono_ms() - t0;
     json_t *x = json_array_get(e, 0);
-    cr_assert_str_eq(s_str(x, "kind"), "event");
-    cr_assert_str_eq(s_str(x, "name"), "module_lost");
-    cr_assert_str_eq(s_str(x, "source"), "broker");
+    cr_assert_str_eq(h_str(x, "kind"), "event");
+    cr_assert_str_eq(h_str(x, "name"), "module_lost");
+    cr_assert_str_eq(h_str(x, "source"), "broker");
     json_t *args = json_object_get(x, "args");
-    cr_assert_str_eq(s_str(args, "module"), "g", "%s", s_dump(e));
-    cr_assert_eq(s_int(args, "lost"), 3, "%s", s_dump(e));
+    cr_assert_str_eq(h_str(args, "module"), "g", "%s", h_dump(e));
+    cr_assert_eq(h_int(args, "lost"), 3, "%s", h_dump(e));
     cr_assert_geq(elapsed, 250, "module_lost after %lld ms, before the grace time",
                   (long long)elapsed);
     json_decref(e);
@@ -581,7 +543,7 @@ Test(queue, grace_expired_emits_module_lost)
     /* Only once. */
     s_call_ok(c, "broker.ping", NULL, NULL);
     e = h_recorded(c, "ml");
-    cr_assert_eq(json_array_size(e), 1, "%s", s_dump(e));
+    cr_assert_eq(json_array_size(e), 1, "%s", h_dump(e));
     json_decref(e);
     lc_client_destroy(&c);
 }
@@ -648,9 +610,9 @@ Test(queue, threads_enqueue_each_task_once)
     json_t *x;
     json_array_foreach(e, j, x)
     {
-        cr_assert_str_eq(s_str(x, "kind"), "task");
-        json_int_t t = s_arg(x, "t"), i = s_arg(x, "i");
-        cr_assert(t >= 0 && t < SEND_THREADS && i >= 0 && i < SEND_EACH, "bad entry %s", s_dump(x));
+        cr_assert_str_eq(h_str(x, "kind"), "task");
+        json_int_t t = h_arg(x, "t"), i = h_arg(x, "i");
+        cr_assert(t >= 0 && t < SEND_THREADS && i >= 0 && i < SEND_EACH, "bad entry %s", h_dump(x));
         cr_assert_eq(seen[t][i], 0, "task t=%lld i=%lld ran twice", (long long)t, (long long)i);
         seen[t][i] = 1;
         /* One sender's tasks of one priority keep their order. */
@@ -683,19 +645,19 @@ static void s_others_keep_working(lc_client_t *c)
 {
     int64_t t0 = lc_mono_ms();
     for (int i = 0; i < 10; i++) {
-        s_enqueue_ok(c, "ok.record", json_pack("{s:i}", "task", i), 0);
+        h_enqueue_ok(c, "ok.record", json_pack("{s:i}", "task", i), 0);
         json_t *info = NULL;
         int rc = lc_emit_wait(c, "ok_ping", json_pack("{s:i}", "event", i), 0, 5000, &info);
         cr_assert_eq(rc, 0, "emit: %s", lc_strerror(rc));
-        cr_assert_eq(s_int(info, "subscribers"), 1, "%s", s_dump(info));
+        cr_assert_eq(h_int(info, "subscribers"), 1, "%s", h_dump(info));
         json_decref(info);
         json_t *res = NULL;
         s_call_ok(c, "ok.echo", json_pack("{s:i}", "call", i), &res);
-        cr_assert_eq(s_int(res, "call"), i);
+        cr_assert_eq(h_int(res, "call"), i);
         json_decref(res);
     }
     json_t *e = h_wait_recorded(c, "ok", 20, 5000);
-    cr_assert_eq(json_array_size(e), 20, "%s", s_dump(e));
+    cr_assert_eq(json_array_size(e), 20, "%s", h_dump(e));
     json_decref(e);
     int64_t elapsed = lc_mono_ms() - t0;
     cr_assert_lt(elapsed, 5000, "the other module took %lld ms", (long long)elapsed);
@@ -712,7 +674,7 @@ Test(queue, stuck_call_handler_does_not_stall_others)
     int rc = lc_call_async(c, "stuck.block", json_pack("{s:i}", "ms", 60000), 60000, s_outcome, &o);
     cr_assert_eq(rc, 0, "%s", lc_strerror(rc));
     h_wait_module_int(c, "stuck", "calls_in", 1, 5000);
-    s_enqueue_ok(c, "stuck.record", NULL, 0); /* waits behind it, harmlessly */
+    h_enqueue_ok(c, "stuck.record", NULL, 0); /* waits behind it, harmlessly */
     s_others_keep_working(c);
     cr_assert_eq(o.calls, 0);
     lc_client_destroy(&c);
@@ -724,16 +686,16 @@ Test(queue, stuck_task_handler_does_not_stall_others)
     h_echo_with("stuck", "--listen", "ok_ping", NULL); /* also a subscriber of ok's events */
     h_echo_with("ok", "--listen", "ok_ping", NULL);
     lc_client_t *c = h_client();
-    s_enqueue_ok(c, "stuck.block", json_pack("{s:i}", "ms", 60000), 0);
+    h_enqueue_ok(c, "stuck.block", json_pack("{s:i}", "ms", 60000), 0);
     h_wait_module_int(c, "stuck", "in_flight", 1, 5000);
     /* The events also queue up for the stuck subscriber; the other one gets them at once. */
     int64_t t0 = lc_mono_ms();
     for (int i = 0; i < 10; i++) {
-        s_enqueue_ok(c, "ok.record", json_pack("{s:i}", "task", i), 0);
+        h_enqueue_ok(c, "ok.record", json_pack("{s:i}", "task", i), 0);
         json_t *info = NULL;
         int rc = lc_emit_wait(c, "ok_ping", json_pack("{s:i}", "event", i), 0, 5000, &info);
         cr_assert_eq(rc, 0, "emit: %s", lc_strerror(rc));
-        cr_assert_eq(s_int(info, "subscribers"), 2, "%s", s_dump(info));
+        cr_assert_eq(h_int(info, "subscribers"), 2, "%s", h_dump(info));
         json_decref(info);
         s_call_ok(c, "ok.echo", NULL, NULL);
     }
@@ -821,9 +783,9 @@ Test(queue, in_process_deferred_tasks_done_from_other_threads)
     lc_client_t *c = h_client();
     h_wait_modules(c, "svc", NULL);
     /* Three deferred tasks, queued before the module's loop runs: by priority. */
-    s_enqueue_ok(c, "svc.job", json_pack("{s:i}", "n", 3), LC_PRIORITY_LOW);
-    s_enqueue_ok(c, "svc.job", json_pack("{s:i}", "n", 1), LC_PRIORITY_HIGH);
-    s_enqueue_ok(c, "svc.job", json_pack("{s:i}", "n", 2), LC_PRIORITY_NORMAL);
+    h_enqueue_ok(c, "svc.job", json_pack("{s:i}", "n", 3), LC_PRIORITY_LOW);
+    h_enqueue_ok(c, "svc.job", json_pack("{s:i}", "n", 1), LC_PRIORITY_HIGH);
+    h_enqueue_ok(c, "svc.job", json_pack("{s:i}", "n", 2), LC_PRIORITY_NORMAL);
     h_dispatch_until(m, &svc.finished, 3, 5000, "deferred tasks finished by other threads");
     cr_assert_eq(svc.handled, 3);
     cr_assert_eq(svc.kinds_ok, 3);
@@ -831,7 +793,7 @@ Test(queue, in_process_deferred_tasks_done_from_other_threads)
         cr_assert_eq(svc.order[i], i + 1, "task %d ran as number %d", svc.order[i], i + 1);
 
     /* A bare method name from inside a handler: the module's own, in the same transaction. */
-    s_enqueue_ok(c, "svc.kick", NULL, 0);
+    h_enqueue_ok(c, "svc.kick", NULL, 0);
     h_dispatch_until(m, &svc.finished, 4, 5000, "the job enqueued by kick");
     cr_assert_eq(svc.order[3], 9);
     cr_assert_str_eq(svc.job_source, "svc");
