@@ -490,11 +490,6 @@ int broker_run(broker_t *self)
     }
 }
 
-const broker_stats_t *broker_stats(const broker_t *self)
-{
-    return &self->stats;
-}
-
 void broker_destroy(broker_t **self_p)
 {
     broker_t *self = *self_p;

@@ -61,6 +61,5 @@ int broker_run(broker_t *self);
 /* Closes the sockets, removes the ipc socket files and frees everything. */
 void broker_destroy(broker_t **self_p);
 
-const broker_stats_t *broker_stats(const broker_t *self);
 
 #endif

@@ -7,19 +7,15 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const s_names[] = {"", "inactive", "passive", "active", "gone"};
-
 const char *broker_state_name(int state)
 {
-    return state >= MS_INACTIVE && state <= MS_GONE ? s_names[state] : "unknown";
+    const char *n = lc_state_name(state);
+    return n[0] ? n : "unknown";
 }
 
 int broker_state_parse(const char *name)
 {
-    for (int s = MS_INACTIVE; s <= MS_ACTIVE; s++)
-        if (strcmp(name, s_names[s]) == 0)
-            return s;
-    return 0;
+    return lc_state_parse(name);
 }
 
 static void s_command(broker_t *self, module_t *m, const char *cmd)

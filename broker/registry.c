@@ -13,8 +13,6 @@
 
 #define HELLO_MAX 65536 /* bytes of a registration payload */
 
-static const char *const s_state_names[] = {"", "inactive", "passive", "active", "gone"};
-
 /* ---- Connections ---------------------------------------------------------------------- */
 
 conn_t *broker_conn_find(broker_t *self, const void *rid, size_t len)
@@ -609,7 +607,7 @@ json_t *broker_module_info(const module_t *m)
         json_array_append_new(events, json_string(pat));
     }
     json_t *o = json_pack("{s:s, s:s, s:i, s:O, s:o, s:I, s:b, s:s, s:i}", "name", m->name, "state",
-                          s_state_names[m->state], "pid", m->pid, "methods", m->doc, "events",
+                          broker_state_name(m->state), "pid", m->pid, "methods", m->doc, "events",
                           events, "since_us", (json_int_t)m->since_us, "anonymous", m->anonymous,
                           "liveness", m->pidfd >= 0 ? "pidfd" : "heartbeat", "window", m->window);
     if (m->has_creds) {

@@ -567,7 +567,7 @@ int lcc_send_hello(lc_client_t *self)
                               "pid", (int)getpid(), "version", LC_VERSION, "methods", methods,
                               "events", lcc_hello_events(self), "window", self->window, "state",
                               !self->lifecycle ? "active"
-                              : self->started  ? lcc_state_name(self->state)
+                              : self->started  ? lc_state_name(self->state)
                                                : "inactive",
                               "lifecycle", self->lifecycle);
     char *text = hello ? json_dumps(hello, JSON_COMPACT) : NULL;

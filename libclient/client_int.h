@@ -215,7 +215,6 @@ enum { CMD_ACTIVATE = 1, CMD_DEACTIVATE, CMD_SHUTDOWN };
 void lcc_on_state(lc_client_t *self, inmsg_t *m); /* a command from the broker */
 void lcc_lifecycle_step(lc_client_t *self);       /* at the top of the loop */
 void lcc_threads_stop(lc_client_t *self, int phase);
-const char *lcc_state_name(int state);
 int lcc_signals_setup(lc_client_t *self);
 void lcc_signals_read(lc_client_t *self);
 void lcc_shutdown_self(lc_client_t *self);

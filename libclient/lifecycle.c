@@ -14,13 +14,6 @@
 
 #define THREAD_JOIN_MS 5000
 
-static const char *const s_names[] = {"", "inactive", "passive", "active"};
-
-const char *lcc_state_name(int state)
-{
-    return state >= LC_STATE_INACTIVE && state <= LC_STATE_ACTIVE ? s_names[state] : "";
-}
-
 int lc_hook(lc_client_t *self, int which, lc_hook_fn *fn, void *arg)
 {
     assert(self);
@@ -60,7 +53,7 @@ static void s_report(lc_client_t *self, int state)
 {
     self->state = state;
     lc_hdr_t h = {.type = LC_MSG_STATE, .seq = atomic_fetch_add(&self->seq, 1) + 1};
-    lcc_send(self->sock, &h, lcc_state_name(state), NULL, NULL, 0,
+    lcc_send(self->sock, &h, lc_state_name(state), NULL, NULL, 0,
              lc_mono_ms() + self->timeout_ms);
 }
 

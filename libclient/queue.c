@@ -65,7 +65,7 @@ static int s_send_item(lc_client_t *self, int type, const char *address, json_t 
         free(payload);
         lc_log(self, LC_LOG_ERROR, "%s %s refused: the module is %s, not active (send from a "
                "handler, or after activation)", type == LC_MSG_TASK ? "task" : "event", address,
-               self->state ? lcc_state_name(self->state) : "not started");
+               self->state ? lc_state_name(self->state) : "not started");
         return s_fail(info, LC_ENOTACTIVE, "the module is not active: %s refused", address);
     }
     int tmo = timeout_ms > 0 ? timeout_ms : self->timeout_ms;

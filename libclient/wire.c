@@ -124,6 +124,21 @@ bool lc_event_name_valid(const char *name, size_t len)
     return true;
 }
 
+static const char *const s_state_names[] = {"", "inactive", "passive", "active", "gone"};
+
+const char *lc_state_name(int state)
+{
+    return state >= 1 && state <= 4 ? s_state_names[state] : "";
+}
+
+int lc_state_parse(const char *name)
+{
+    for (int s = 1; s <= 3; s++)
+        if (strcmp(name, s_state_names[s]) == 0)
+            return s;
+    return 0;
+}
+
 void lc_timestamp(char *buf, size_t size, bool micro)
 {
     struct timespec ts;

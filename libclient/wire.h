@@ -114,6 +114,11 @@ bool lc_name_valid(const char *name, size_t len);
 bool lc_method_name_valid(const char *name, size_t len);
 bool lc_event_name_valid(const char *name, size_t len); /* 1..64 bytes of [a-z0-9_] */
 
+/* Module states on the wire (STATE, module_state): 1 inactive, 2 passive, 3 active, and
+ * 4 gone (the broker's word for a module that went away); "" for anything else. */
+const char *lc_state_name(int state);
+int lc_state_parse(const char *name); /* inactive, passive, active -> 1..3; else 0 */
+
 /* Writes the local time as "YYYY-MM-DD HH:MM:SS.mmm" (or .ffffff with micro: the
  * exception log's form, as the Python package wrote it) into buf (32 bytes will do). */
 void lc_timestamp(char *buf, size_t size, bool micro);
