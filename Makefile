@@ -39,6 +39,10 @@ BINS := $(BUILD)/bin/lc-broker $(BUILD)/bin/lc $(BUILD)/bin/lc-echo $(BUILD)/bin
 LIBS := $(BUILD)/lib/liblc.so.$(SOVERSION) $(BUILD)/lib/liblc.so $(BUILD)/lib/liblc.a \
         $(BUILD)/include/lc.h
 
+# Each further program brings its own fragment (clients/NAME/build.mk, bench/build.mk)
+# adding to BINS and giving its link rule; it is read here, before `all` needs BINS.
+include $(sort $(wildcard clients/*/build.mk bench/build.mk))
+
 # All test files link into one Criterion binary: one run, one summary line.
 TEST_SRC := $(wildcard tests/test_*.c) tests/harness.c
 TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/obj/%.o)

@@ -3,7 +3,7 @@
 set -u
 
 # pkg-config module : Debian package
-pairs="libzmq:libzmq3-dev jansson:libjansson-dev yaml-0.1:libyaml-dev criterion:libcriterion-dev"
+pairs="libzmq:libzmq3-dev jansson:libjansson-dev yaml-0.1:libyaml-dev criterion:libcriterion-dev libgpiod:libgpiod-dev"
 
 missing=""
 command -v pkg-config >/dev/null 2>&1 || missing="pkg-config"
