@@ -4,6 +4,7 @@
 
 #include <assert.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -409,6 +410,8 @@ void lc_client_destroy(lc_client_t **self_p)
         close(self->signal_fd);
     free(self->handlers);
     free(self->done);
+    free(self->watches);
+    free(self->poll_items);
     pthread_cond_destroy(&self->reg_cond);
     pthread_mutex_destroy(&self->lock);
     self->tag = 0xDeadBeef;
@@ -762,6 +765,84 @@ int lc_connect(lc_client_t *self, int timeout_ms)
     return rc;
 }
 
+/* ---- File descriptors of the module's own ------------------------------------------- */
+
+static watch_t *s_watch_find(lc_client_t *self, int fd)
+{
+    for (size_t i = 0; i < self->nwatches; i++)
+        if (self->watches[i].fd == fd)
+            return &self->watches[i];
+    return NULL;
+}
+
+int lc_watch_fd(lc_client_t *self, int fd, lc_fd_fn *fn, void *arg)
+{
+    assert(self && self->tag == CLIENT_TAG);
+    if (fd < 0 || !fn || !lcc_on_loop(self))
+        return LC_EINVAL;
+    watch_t *w = s_watch_find(self, fd);
+    if (w) {
+        w->fn = fn;
+        w->arg = arg;
+        return 0;
+    }
+    if (self->nwatches == self->capwatches) {
+        size_t cap = self->capwatches ? self->capwatches * 2 : 4;
+        watch_t *ws = realloc(self->watches, cap * sizeof *ws);
+        if (!ws)
+            return LC_ENOMEM;
+        self->watches = ws;
+        zmq_pollitem_t *items = realloc(self->poll_items, (4 + cap) * sizeof *items);
+        if (!items)
+            return LC_ENOMEM;
+        self->poll_items = items;
+        self->capwatches = cap;
+    }
+    if (self->epoll_fd >= 0) {
+        struct epoll_event ev = {.events = EPOLLIN, .data.fd = fd};
+        if (epoll_ctl(self->epoll_fd, EPOLL_CTL_ADD, fd, &ev) < 0)
+            return -errno;
+    }
+    self->watches[self->nwatches++] = (watch_t){.fd = fd, .fn = fn, .arg = arg};
+    lcc_wake(self); /* a poll already under way does not know the descriptor yet */
+    return 0;
+}
+
+int lc_unwatch_fd(lc_client_t *self, int fd)
+{
+    assert(self && self->tag == CLIENT_TAG);
+    if (!lcc_on_loop(self))
+        return LC_EINVAL;
+    watch_t *w = s_watch_find(self, fd);
+    if (!w)
+        return LC_EINVAL;
+    if (self->epoll_fd >= 0)
+        epoll_ctl(self->epoll_fd, EPOLL_CTL_DEL, fd, NULL);
+    *w = self->watches[--self->nwatches];
+    return 0;
+}
+
+/* Calls the callbacks of the watched descriptors that are readable now. A callback may
+ * watch or unwatch descriptors: each one is looked up again before its call. */
+static void s_watch_run(lc_client_t *self)
+{
+    struct pollfd fds[32];
+    for (size_t from = 0; from < self->nwatches; from += 32) {
+        nfds_t n = 0;
+        for (size_t i = from; i < self->nwatches && n < 32; i++)
+            fds[n++] = (struct pollfd){.fd = self->watches[i].fd, .events = POLLIN};
+        if (poll(fds, n, 0) <= 0)
+            continue;
+        for (nfds_t i = 0; i < n; i++) {
+            if (!fds[i].revents)
+                continue;
+            watch_t *w = s_watch_find(self, fds[i].fd);
+            if (w)
+                w->fn(self, w->fd, w->arg);
+        }
+    }
+}
+
 static int s_dispatch(lc_client_t *self)
 {
     if (!self->want_reg || self->reg == REG_FAILED) {
@@ -779,6 +860,7 @@ static int s_dispatch(lc_client_t *self)
     int64_t now = lc_mono_ms();
     lcc_expire_calls(self, now);
     lcc_run_ready(self);
+    s_watch_run(self);
     lcc_run_timers(self, now);
     lcc_queue_run(self);
     lcc_lifecycle_step(self); /* after the queue: an exit event runs before deactivation */
@@ -840,9 +922,12 @@ int lc_fd(lc_client_t *self)
     zmq_getsockopt(self->sock, ZMQ_FD, &fds[1], &len);
     len = sizeof(int);
     zmq_getsockopt(self->monitor, ZMQ_FD, &fds[2], &len);
-    for (int i = 0; i < 4 && fds[i] >= 0; i++) {
-        struct epoll_event ev = {.events = EPOLLIN, .data.fd = fds[i]};
-        if (epoll_ctl(efd, EPOLL_CTL_ADD, fds[i], &ev) < 0) {
+    for (size_t i = 0; i < 4 + self->nwatches; i++) {
+        int fd = i < 4 ? fds[i] : self->watches[i - 4].fd;
+        if (fd < 0)
+            continue;
+        struct epoll_event ev = {.events = EPOLLIN, .data.fd = fd};
+        if (epoll_ctl(efd, EPOLL_CTL_ADD, fd, &ev) < 0) {
             int err = errno;
             close(efd);
             return -err;
@@ -864,14 +949,21 @@ int lc_run(lc_client_t *self)
     if (rc < 0)
         return rc;
     while (!atomic_load(&self->stop)) {
-        zmq_pollitem_t items[4] = {{self->sock, 0, ZMQ_POLLIN, 0},
-                                   {self->monitor, 0, ZMQ_POLLIN, 0},
-                                   {NULL, self->wake_fd, ZMQ_POLLIN, 0},
-                                   {NULL, self->signal_fd, ZMQ_POLLIN, 0}};
-        if (zmq_poll(items, self->signal_fd >= 0 ? 4 : 3, lc_timeout(self)) < 0 &&
-            errno != EINTR)
+        zmq_pollitem_t fixed[4];
+        zmq_pollitem_t *items = self->nwatches ? self->poll_items : fixed;
+        int n = 0;
+        items[n++] = (zmq_pollitem_t){self->sock, 0, ZMQ_POLLIN, 0};
+        items[n++] = (zmq_pollitem_t){self->monitor, 0, ZMQ_POLLIN, 0};
+        items[n++] = (zmq_pollitem_t){NULL, self->wake_fd, ZMQ_POLLIN, 0};
+        int sig = self->signal_fd >= 0 ? n : -1;
+        if (sig >= 0)
+            items[n++] = (zmq_pollitem_t){NULL, self->signal_fd, ZMQ_POLLIN, 0};
+        /* Watched descriptors only wake the poll: s_dispatch() finds which are readable. */
+        for (size_t i = 0; i < self->nwatches; i++)
+            items[n++] = (zmq_pollitem_t){NULL, self->watches[i].fd, ZMQ_POLLIN, 0};
+        if (zmq_poll(items, n, lc_timeout(self)) < 0 && errno != EINTR)
             return LC_ENOBUS;
-        if (self->signal_fd >= 0 && items[3].revents)
+        if (sig >= 0 && items[sig].revents)
             lcc_signals_read(self);
         rc = s_dispatch(self);
         if (rc < 0)

@@ -60,6 +60,13 @@ typedef struct {
     void *arg;
 } timer_t_;
 
+/* A file descriptor of the module's own, watched on the loop (lc_watch_fd). */
+typedef struct {
+    int fd;
+    lc_fd_fn *fn;
+    void *arg;
+} watch_t;
+
 /* A connection of its own for each other thread that sends, attached to the module. */
 typedef struct sat {
     lc_client_t *client;
@@ -190,6 +197,9 @@ struct lc_client {
     int cfg_errors;
     struct lc_thread *threads;
     int nthreads, max_threads;
+    watch_t *watches; /* lc_watch_fd(): loop thread only */
+    size_t nwatches, capwatches;
+    zmq_pollitem_t *poll_items; /* lc_run()'s poll set: 4 of its own, then the watched */
     lc_notice_fn *notice_fn;
     void *notice_arg;
     int64_t notice_second;

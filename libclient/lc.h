@@ -369,6 +369,24 @@ LC_EXPORT int lc_timer_add(lc_client_t *self, int ms, bool repeat, lc_timer_fn *
 /* Cancels a timer. Returns 0, or LC_EINVAL if no such timer is pending. Loop thread only. */
 LC_EXPORT int lc_timer_cancel(lc_client_t *self, int timer_id);
 
+/* ---- File descriptors of the module's own ------------------------------------------ */
+
+/* Called on the loop thread when a watched descriptor is readable. It must read what is
+ * waiting (the watch is level-triggered: an unread descriptor calls it again). */
+typedef void(lc_fd_fn)(lc_client_t *self, int fd, void *arg);
+
+/* Watches fd (a device, a pipe, an eventfd, a socket...) for input on the loop: lc_run()
+ * waits on it with the bus's own descriptors, and lc_fd() includes it, so a module that
+ * runs its own poll loop sees it too; lc_dispatch() then calls fn. fn runs between
+ * handlers, like a timer (never inside lc_call()'s wait). Watching a watched fd again
+ * replaces its fn and arg. Unwatch a descriptor before closing it. Loop thread only.
+ * Returns 0, LC_EINVAL (fd < 0, fn NULL, another thread), LC_ENOMEM, or -errno from
+ * epoll when lc_fd() is in use and refuses fd. */
+LC_EXPORT int lc_watch_fd(lc_client_t *self, int fd, lc_fd_fn *fn, void *arg);
+
+/* Stops watching fd. Returns 0, or LC_EINVAL if fd is not watched. Loop thread only. */
+LC_EXPORT int lc_unwatch_fd(lc_client_t *self, int fd);
+
 /* ---- Running the loop --------------------------------------------------------------- */
 
 /* Registers if needed and serves calls, timers and completions until lc_stop().
@@ -387,7 +405,8 @@ LC_EXPORT int lc_fd(lc_client_t *self);
  * (timers, call deadlines, work waiting for a slot); -1 for no limit. */
 LC_EXPORT int lc_timeout(lc_client_t *self);
 
-/* Does all pending work without waiting for more. The first call registers the client if
+/* Does all pending work without waiting for more (and calls the lc_watch_fd() callbacks
+ * of readable descriptors). The first call registers the client if
  * lc_connect() was not called, which waits for the broker up to the call timeout.
  * Returns 0, 1 if lc_stop() was called, or an error. Loop thread only. */
 LC_EXPORT int lc_dispatch(lc_client_t *self);
