@@ -29,7 +29,7 @@ LIB_SRC := libclient/client.c libclient/call.c libclient/queue.c libclient/lifec
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 
 BROKER_SRC := broker/main.c broker/broker.c broker/registry.c broker/calls.c broker/delivery.c \
-              broker/queue.c broker/lifecycle.c
+              broker/queue.c broker/lifecycle.c broker/tap.c
 CLIENTS_COMMON := clients/common.c
 LC_SRC := clients/lc/lc.c $(CLIENTS_COMMON)
 ECHO_SRC := clients/echo/echo.c $(CLIENTS_COMMON)

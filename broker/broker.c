@@ -90,6 +90,8 @@ int broker_send(broker_t *self, const conn_t *to, const uint8_t *hdr, const char
                        err == EAGAIN ? "its queue is full" : "it is no longer connected");
         return -err;
     }
+    if (broker_tapping(self))
+        broker_tap_sent(self, to, hdr, address, alen, source, payload);
     /* Once the routing id is accepted, ZeroMQ takes the rest of the message. */
     zmq_send(self->router, hdr, LC_HDR_SIZE, ZMQ_SNDMORE);
     zmq_send(self->router, address ? address : "", address ? alen : 0, ZMQ_SNDMORE);
@@ -139,6 +141,17 @@ void broker_error(broker_t *self, const conn_t *to, const lc_hdr_t *req, uint64_
 }
 
 /* ---- Reading -------------------------------------------------------------------------- */
+
+/* A module's own control message (STATE, BYE) as the broker took it in, for lc-spy. */
+static void s_tap_in(broker_t *self, const conn_t *c, const lc_hdr_t *h, zmq_msg_t *f)
+{
+    lc_hdr_t t = *h;
+    t.time_us = lc_now_us();
+    uint8_t hb[LC_HDR_SIZE];
+    lc_hdr_encode(&t, hb);
+    broker_tap_record(self, TAP_ACCEPTED, hb, zmq_msg_data(&f[2]), zmq_msg_size(&f[2]),
+                      c->module->name, NULL, 0, zmq_msg_data(&f[4]), zmq_msg_size(&f[4]));
+}
 
 static void s_on_message(broker_t *self, zmq_msg_t *f, int nframes, bool truncated)
 {
@@ -233,9 +246,13 @@ static void s_on_message(broker_t *self, zmq_msg_t *f, int nframes, bool truncat
         break;
     }
     case LC_MSG_BYE:
+        if (broker_tapping(self))
+            s_tap_in(self, c, &h, f);
         broker_on_bye(self, c);
         break;
     case LC_MSG_STATE:
+        if (broker_tapping(self))
+            s_tap_in(self, c, &h, f);
         broker_on_state(self, f, c, &h);
         break;
     default:
@@ -317,7 +334,7 @@ static int s_mkdirs(const char *path, char *err, size_t errlen)
 
 /* Prepares an ipc:// endpoint: its folder exists; a socket file left by a dead broker is
  * removed; a live broker there is an error. */
-static int s_prepare_ipc(const char *path, char *err, size_t errlen)
+int broker_prepare_ipc(const char *path, char *err, size_t errlen)
 {
     if (strlen(path) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
         snprintf(err, errlen, "socket path %s is longer than %zu bytes; choose a shorter one", path,
@@ -404,7 +421,7 @@ broker_t *broker_new(const broker_config_t *cfg, char *err, size_t errlen)
     for (const char **ep = cfg->endpoints; *ep; ep++) {
         bool ipc = strncmp(*ep, "ipc://", 6) == 0;
         if (ipc) {
-            if (s_prepare_ipc(*ep + 6, err, errlen) < 0)
+            if (broker_prepare_ipc(*ep + 6, err, errlen) < 0)
                 goto fail;
             char **paths = realloc(self->ipc_paths, (self->nipc + 1) * sizeof *paths);
             if (!paths)
@@ -425,6 +442,14 @@ broker_t *broker_new(const broker_config_t *cfg, char *err, size_t errlen)
             self->ipc_paths[self->nipc++] = strdup(*ep + 6);
         broker_log(self, L_INFO, "listening on %s", *ep);
     }
+    const char *monitor = cfg->monitor;
+    char derived[PATH_MAX + 16];
+    if (!monitor && self->nipc) {
+        snprintf(derived, sizeof derived, "ipc://%s.spy", self->ipc_paths[0]);
+        monitor = derived;
+    }
+    if (monitor && *monitor && broker_tap_open(self, monitor, err, errlen) < 0)
+        goto fail;
     return self;
 fail:
     broker_destroy(&self);
@@ -447,14 +472,17 @@ int broker_run(broker_t *self)
             timeout = 50;
         if (self->exiting && (timeout < 0 || timeout > EXIT_GRACE_MS))
             timeout = EXIT_GRACE_MS;
-        zmq_pollitem_t items[2] = {{self->router, 0, ZMQ_POLLIN, 0},
-                                   {NULL, self->epfd, ZMQ_POLLIN, 0}};
-        if (zmq_poll(items, 2, timeout) < 0) {
+        zmq_pollitem_t items[3] = {{self->router, 0, ZMQ_POLLIN, 0},
+                                   {NULL, self->epfd, ZMQ_POLLIN, 0},
+                                   {self->tap.sock, 0, ZMQ_POLLIN, 0}};
+        if (zmq_poll(items, self->tap.sock ? 3 : 2, timeout) < 0) {
             if (errno == EINTR)
                 continue;
             broker_log(self, L_ERROR, "poll failed: %s", zmq_strerror(errno));
             return -1;
         }
+        if (items[2].revents)
+            broker_tap_read(self);
         if (items[0].revents)
             s_read_router(self);
         if (items[1].revents) {
@@ -505,6 +533,7 @@ void broker_destroy(broker_t **self_p)
     idmap_clear(&self->subs_exact);
     heap_clear(&self->deadlines);
     strpool_clear(&self->pool);
+    broker_tap_close(self);
     if (self->router) {
         /* A moment for the last words (module_state, errors) to leave, even on a busy
          * machine; peers that are gone do not hold it up. */

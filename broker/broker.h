@@ -22,6 +22,7 @@ typedef struct {
     int exit_ms;            /* exit: how long modules have to disconnect */
     int stop_ms;            /* exit: how long one module may take to shut down */
     int verbose;            /* 0: warnings and errors, 1: info, 2: debug */
+    const char *monitor;    /* lc-spy's endpoint; NULL: beside the first ipc endpoint; "": none */
 } broker_config_t;
 
 /* Counters, shown by broker.stats and (later) lc stats. */
@@ -49,6 +50,8 @@ typedef struct {
     uint64_t redelivered;    /* delivered items put back after their module went away */
     uint64_t idle;           /* busy -> idle transitions */
     uint64_t not_active;     /* sends refused because the sender was not active */
+    uint64_t tap_dropped;    /* monitor records a spy could not take in time */
+    uint64_t spies_attached; /* spies that attached since the start */
 } broker_stats_t;
 
 /* Creates a broker bound to every endpoint of cfg. On failure returns NULL after

@@ -168,6 +168,13 @@ struct broker {
     int64_t started;
     broker_stats_t stats;
     struct {
+        void *sock;   /* XPUB for lc-spy, or NULL */
+        char *path;   /* its ipc socket file, removed at exit */
+        char *endpoint; /* as given, for broker.ping */
+        size_t spies; /* subscribers now: with none, nothing is copied */
+        uint64_t seq; /* records published (or dropped) so far */
+    } tap;
+    struct {
         int64_t second;
         int count;
         uint64_t suppressed;
@@ -186,6 +193,31 @@ int broker_send_json(broker_t *self, const conn_t *to, const lc_hdr_t *h, const 
                      json_t *body);
 void broker_error(broker_t *self, const conn_t *to, const lc_hdr_t *req, uint64_t parent,
                   int status, const char *fmt, ...) LC_PRINTF(6, 7);
+
+int broker_prepare_ipc(const char *path, char *err, size_t errlen);
+
+/* tap.c: the copy of the traffic for lc-spy (docs/tracing.md). */
+enum {
+    TAP_SENT = 1,     /* the broker sent this message to `to` */
+    TAP_ACCEPTED = 2, /* the broker took this message in from `source` (`to`: its recipients) */
+    TAP_LOST = 3,     /* a queued copy for `to` was lost: backlog full, grace over, exit drain */
+    TAP_ATTACH = 4,   /* a spy's subscription arrived */
+};
+#define TAP_VERSION 1
+#define TAP_FIXED (32 + LC_HDR_SIZE) /* bytes before the address */
+int broker_tap_open(broker_t *self, const char *endpoint, char *err, size_t errlen);
+void broker_tap_close(broker_t *self);
+void broker_tap_read(broker_t *self);
+void broker_tap_record(broker_t *self, int what, const uint8_t *hdr, const char *address,
+                       size_t alen, const char *source, const char *to, size_t tolen,
+                       const void *payload, size_t plen);
+void broker_tap_sent(broker_t *self, const conn_t *to, const uint8_t *hdr, const char *address,
+                     size_t alen, const char *source, zmq_msg_t *payload);
+/* The one test every tap point pays when no spy listens. */
+static inline bool broker_tapping(const broker_t *self)
+{
+    return self->tap.spies != 0;
+}
 
 /* registry.c */
 conn_t *broker_conn_find(broker_t *self, const void *rid, size_t len);

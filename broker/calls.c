@@ -111,6 +111,9 @@ static json_t *s_stats(broker_t *self)
         {"redelivered", s->redelivered},
         {"idle", s->idle},
         {"not_active", s->not_active},
+        {"spies", self->tap.spies},
+        {"spies_attached", s->spies_attached},
+        {"tap_dropped", s->tap_dropped},
     };
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++)
         json_object_set_new(o, rows[i].key, json_integer((json_int_t)rows[i].value));
@@ -143,9 +146,9 @@ static void s_builtin(broker_t *self, conn_t *to, const lc_hdr_t *h, uint64_t id
         broker_error(self, to, h, id, LC_STATUS_MALFORMED, "arguments must be a JSON object");
     } else if (strcmp(method, "ping") == 0) {
         s_reply(self, to, h, id, tx,
-                json_pack("{s:s, s:i, s:I, s:i}", "version", LC_VERSION, "pid", (int)getpid(),
-                          "uptime_ms", (json_int_t)(lc_mono_ms() - self->started), "protocol",
-                          LC_WIRE_VERSION));
+                json_pack("{s:s, s:i, s:I, s:i, s:s?}", "version", LC_VERSION, "pid",
+                          (int)getpid(), "uptime_ms", (json_int_t)(lc_mono_ms() - self->started),
+                          "protocol", LC_WIRE_VERSION, "monitor", self->tap.endpoint));
     } else if (strcmp(method, "ready") == 0) {
         const char *name = json_string_value(json_object_get(args, "module"));
         if (!name)
@@ -239,6 +242,21 @@ void broker_on_call(broker_t *self, zmq_msg_t *f, conn_t *c, const lc_hdr_t *h)
     const char *method = dot + 1;
     size_t method_len = alen - mlen - 1;
     c->module->count.calls_out++;
+    if (broker_tapping(self)) {
+        /* Every call once, as taken in, whether it is forwarded, answered by the broker or
+         * refused: a spy pairs the answer with it by id. */
+        lc_hdr_t t = req;
+        t.id = id;
+        t.time_us = lc_now_us();
+        t.flags = 0;
+        t.timeout_ms = h->timeout_ms ? h->timeout_ms : (uint32_t)self->cfg.call_timeout_ms;
+        if (!t.priority)
+            t.priority = LC_PRIORITY_NORMAL;
+        uint8_t tb[LC_HDR_SIZE];
+        lc_hdr_encode(&t, tb);
+        broker_tap_record(self, TAP_ACCEPTED, tb, addr, alen, c->module->name, addr, mlen,
+                          zmq_msg_data(&f[4]), zmq_msg_size(&f[4]));
+    }
     if (mlen == 6 && memcmp(addr, "broker", 6) == 0) {
         char name[LC_NAME_MAX + 1];
         memcpy(name, method, method_len);

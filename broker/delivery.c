@@ -152,6 +152,22 @@ static void s_item_retire(broker_t *self, bq_item_t *it)
     bq_item_free(&self->pool, it);
 }
 
+/* The record of a queued item for lc-spy, as it would be delivered. */
+static void s_tap_item(broker_t *self, int what, const bq_item_t *it, const char *address,
+                       const char *to, size_t tolen)
+{
+    lc_hdr_t h = {.type = it->kind == BQ_TASK ? LC_MSG_TASK : LC_MSG_EVENT,
+                  .priority = it->priority,
+                  .id = it->id,
+                  .tx = it->tx,
+                  .parent = it->parent,
+                  .time_us = what == TAP_ACCEPTED ? it->time_us : lc_now_us()};
+    uint8_t hb[LC_HDR_SIZE];
+    lc_hdr_encode(&h, hb);
+    broker_tap_record(self, what, hb, address, strlen(address), it->source, to, tolen,
+                      it->payload->data, it->payload->len);
+}
+
 static void s_blob_free(void *data, void *hint)
 {
     (void)data;
@@ -292,6 +308,8 @@ void broker_on_task(broker_t *self, zmq_msg_t *f, conn_t *c, const lc_hdr_t *h)
         s_refuse(self, c, h, addr, LC_STATUS_INTERNAL, "broker out of memory");
         return;
     }
+    if (broker_tapping(self))
+        s_tap_item(self, TAP_ACCEPTED, it, addr, m->name, strlen(m->name));
     s_enqueue(self, m, it);
     m->count.tasks_in++;
     self->stats.tasks++;
@@ -308,7 +326,28 @@ typedef struct {
     bq_item_t proto; /* what every copy shares */
     size_t offered, queued;
     json_t *dropped; /* names of subscribers whose backlog was full */
+    char *to;        /* with a spy: the recipients, comma-separated */
+    size_t tolen, tocap;
 } fanout_t;
+
+static void s_fanout_note(fanout_t *fo, const char *name)
+{
+    size_t n = strlen(name);
+    if (fo->tolen + n + 2 > fo->tocap) {
+        size_t cap = fo->tocap ? fo->tocap * 2 : 256;
+        while (cap < fo->tolen + n + 2)
+            cap *= 2;
+        char *p = realloc(fo->to, cap);
+        if (!p)
+            return; /* the record names fewer recipients; the traffic is unaffected */
+        fo->to = p;
+        fo->tocap = cap;
+    }
+    if (fo->tolen)
+        fo->to[fo->tolen++] = ',';
+    memcpy(fo->to + fo->tolen, name, n);
+    fo->tolen += n;
+}
 
 static void s_offer(fanout_t *fo, module_t *m)
 {
@@ -325,6 +364,8 @@ static void s_offer(fanout_t *fo, module_t *m)
         self->stats.dropped++;
         if (fo->dropped)
             json_array_append_new(fo->dropped, json_string(m->name));
+        if (broker_tapping(self))
+            s_tap_item(self, TAP_LOST, &fo->proto, fo->proto.name, m->name, strlen(m->name));
         return;
     }
     bq_item_t *it = calloc(1, sizeof *it);
@@ -341,6 +382,8 @@ static void s_offer(fanout_t *fo, module_t *m)
     s_enqueue(self, m, it);
     m->count.events_in++;
     fo->queued++;
+    if (broker_tapping(self))
+        s_fanout_note(fo, m->name);
     broker_pump(self, m);
 }
 
@@ -352,9 +395,17 @@ static size_t s_fanout(broker_t *self, const char *event, size_t len, const modu
     fanout_t fo = {.self = self, .source = source, .dropped = dropped};
     uint64_t hash = broker_hash(event, len);
     sub_t *exact = idmap_get(&self->subs_exact, hash);
-    if (!exact && !self->subs_wild)
-        return 0; /* nobody listens: the common case costs one lookup */
-    bq_item_t *proto = s_item_new(self, BQ_EVENT, event, len, source_name, payload, h, id, work);
+    bq_item_t *proto = NULL;
+    if (!exact && !self->subs_wild) {
+        /* Nobody listens: the common case costs one lookup (and a record for a spy). */
+        if (broker_tapping(self) &&
+            (proto = s_item_new(self, BQ_EVENT, event, len, source_name, payload, h, id, work))) {
+            s_tap_item(self, TAP_ACCEPTED, proto, proto->name, NULL, 0);
+            bq_item_free(&self->pool, proto);
+        }
+        return 0;
+    }
+    proto = s_item_new(self, BQ_EVENT, event, len, source_name, payload, h, id, work);
     if (!proto)
         return 0;
     fo.proto = *proto;
@@ -365,6 +416,9 @@ static size_t s_fanout(broker_t *self, const char *event, size_t len, const modu
     for (sub_t *s = self->subs_wild; s; s = s->next)
         if (len >= s->len && memcmp(s->pattern, event, s->len) == 0)
             s_offer(&fo, s->module);
+    if (broker_tapping(self))
+        s_tap_item(self, TAP_ACCEPTED, proto, proto->name, fo.to, fo.tolen);
+    free(fo.to);
     bq_item_free(&self->pool, proto);
     return fo.offered;
 }
@@ -402,6 +456,16 @@ void broker_on_event(broker_t *self, zmq_msg_t *f, conn_t *c, const lc_hdr_t *h)
     if (!idmap_get(&self->subs_exact, broker_hash(name, len)) && !self->subs_wild && !is_exit) {
         /* Nobody listens: no copy, no allocation. */
         self->stats.events++;
+        if (broker_tapping(self)) {
+            blob_t *b = blob_new(zmq_msg_data(&f[4]), zmq_msg_size(&f[4]));
+            bq_item_t *it = b ? s_item_new(self, BQ_EVENT, name, len, c->module->name, b, h, id,
+                                           false)
+                              : NULL;
+            if (it)
+                s_tap_item(self, TAP_ACCEPTED, it, name, NULL, 0);
+            bq_item_free(&self->pool, it);
+            blob_unref(&b);
+        }
         if (h->flags & LC_FLAG_CONFIRM)
             s_notice(self, c, h, id, LC_STATUS_OK, 0, name,
                      json_pack("{s:i, s:[]}", "subscribers", 0, "dropped"));
@@ -471,6 +535,12 @@ void broker_on_done(broker_t *self, zmq_msg_t *f, conn_t *c, const lc_hdr_t *h)
         return;
     }
     const uint8_t *p = zmq_msg_data(&f[4]);
+    if (broker_tapping(self)) {
+        lc_hdr_t d = {.type = LC_MSG_DONE, .parent = h->parent, .time_us = lc_now_us()};
+        uint8_t hb[LC_HDR_SIZE];
+        lc_hdr_encode(&d, hb);
+        broker_tap_record(self, TAP_ACCEPTED, hb, NULL, 0, m->name, NULL, 0, p, n);
+    }
     for (size_t off = 0; off < n; off += DONE_RECORD) {
         bq_item_t *it = idmap_take(&m->inflight, lc_hdr_get_u64(p, off));
         if (!it)
@@ -549,6 +619,8 @@ void broker_inflight_lost(broker_t *self, module_t *m, bool crashed)
                            "when it went away; it is not delivered again",
                            it->kind == BQ_TASK ? "task" : "event", it->name,
                            (unsigned long long)it->id, it->source, m->name);
+            if (broker_tapping(self))
+                s_tap_item(self, TAP_LOST, it, it->name, m->name, strlen(m->name));
             s_item_retire(self, it);
         } else {
             back[k++] = it;
@@ -574,6 +646,8 @@ void broker_queue_discard(broker_t *self, module_t *m)
         self->queued--;
         m->count.lost++;
         self->stats.lost++;
+        if (broker_tapping(self))
+            s_tap_item(self, TAP_LOST, it, it->name, m->name, strlen(m->name));
         s_item_retire(self, it);
     }
 }

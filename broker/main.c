@@ -41,6 +41,9 @@ static void s_usage(FILE *out)
         "                           the next is asked (default 5000)\n"
         "      --exit-timeout MS    exit: how long modules have to shut down and leave\n"
         "                           (default 10000)\n"
+        "      --monitor EP         where lc-spy attaches; 'none' for no monitor. Default:\n"
+        "                           beside the first ipc endpoint, ipc://PATH.spy; none\n"
+        "                           with only tcp endpoints\n"
         "  -q, --quiet              log warnings and errors only\n"
         "  -v, --verbose            log debugging detail too\n"
         "  -h, --help               show this help and exit\n"
@@ -83,6 +86,7 @@ int main(int argc, char **argv)
         {"drain", required_argument, NULL, 'D'},
         {"exit-timeout", required_argument, NULL, 'X'},
         {"stop-timeout", required_argument, NULL, 'K'},
+        {"monitor", required_argument, NULL, 'M'},
         {"quiet", no_argument, NULL, 'q'},
         {"verbose", no_argument, NULL, 'v'},
         {"help", no_argument, NULL, 'h'},
@@ -148,6 +152,9 @@ int main(int argc, char **argv)
             break;
         case 'X':
             cfg.exit_ms = (int)s_number("--exit-timeout", optarg, 0, 86400000);
+            break;
+        case 'M':
+            cfg.monitor = strcmp(optarg, "none") == 0 ? "" : optarg;
             break;
         case 'q':
             cfg.verbose = 0;
