@@ -447,6 +447,12 @@ broker_t *broker_new(const broker_config_t *cfg, char *err, size_t errlen)
     if (!monitor && self->nipc) {
         snprintf(derived, sizeof derived, "ipc://%s.spy", self->ipc_paths[0]);
         monitor = derived;
+        /* The bus must not fail for want of its optional monitor. */
+        if (strlen(derived + 6) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
+            broker_log(self, L_WARNING, "no monitor for lc-spy: %s is too long for a socket "
+                       "path; give a shorter one with --monitor", derived);
+            monitor = NULL;
+        }
     }
     if (monitor && *monitor && broker_tap_open(self, monitor, err, errlen) < 0)
         goto fail;

@@ -44,6 +44,8 @@ static void s_usage(FILE *out)
         "      --monitor EP         where lc-spy attaches; 'none' for no monitor. Default:\n"
         "                           beside the first ipc endpoint, ipc://PATH.spy; none\n"
         "                           with only tcp endpoints\n"
+        "      --monitor-queue N    records held for a spy that lags before they are\n"
+        "                           dropped (and counted) (default 100000)\n"
         "  -q, --quiet              log warnings and errors only\n"
         "  -v, --verbose            log debugging detail too\n"
         "  -h, --help               show this help and exit\n"
@@ -87,6 +89,7 @@ int main(int argc, char **argv)
         {"exit-timeout", required_argument, NULL, 'X'},
         {"stop-timeout", required_argument, NULL, 'K'},
         {"monitor", required_argument, NULL, 'M'},
+        {"monitor-queue", required_argument, NULL, 'm'},
         {"quiet", no_argument, NULL, 'q'},
         {"verbose", no_argument, NULL, 'v'},
         {"help", no_argument, NULL, 'h'},
@@ -109,6 +112,7 @@ int main(int argc, char **argv)
         .exit_ms = 10000,
         .stop_ms = 5000,
         .verbose = 1,
+        .monitor_queue = 100000,
     };
     int opt;
     while ((opt = getopt_long(argc, argv, "e:qvhV", longopts, NULL)) != -1) {
@@ -155,6 +159,9 @@ int main(int argc, char **argv)
             break;
         case 'M':
             cfg.monitor = strcmp(optarg, "none") == 0 ? "" : optarg;
+            break;
+        case 'm':
+            cfg.monitor_queue = (int)s_number("--monitor-queue", optarg, 1, 10000000);
             break;
         case 'q':
             cfg.verbose = 0;

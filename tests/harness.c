@@ -144,6 +144,52 @@ const char *h_log(proc_t *p)
     return buf;
 }
 
+char *h_slurp(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    size_t cap = 4096, n = 0;
+    char *buf = malloc(cap);
+    for (;;) {
+        cr_assert(buf, "out of memory reading %s", path);
+        n += fread(buf + n, 1, cap - n - 1, f);
+        if (n < cap - 1)
+            break;
+        cap *= 2;
+        buf = realloc(buf, cap);
+    }
+    buf[n] = 0;
+    fclose(f);
+    return buf;
+}
+
+static int s_count(const char *text, const char *needle)
+{
+    int n = 0;
+    for (const char *p = text; (p = strstr(p, needle)); p += strlen(needle))
+        n++;
+    return n;
+}
+
+char *h_wait_log(proc_t *p, const char *needle, int n, int timeout_ms)
+{
+    int64_t deadline = lc_mono_ms() + timeout_ms;
+    for (;;) {
+        char *text = h_slurp(p->log);
+        if (text && s_count(text, needle) >= n)
+            return text;
+        if (lc_mono_ms() >= deadline) {
+            cr_log_error("%s", text ? text : "(no log)");
+            free(text);
+            cr_assert_fail("\"%s\" not %d times in %s within %d ms", needle, n, p->log,
+                           timeout_ms);
+        }
+        free(text);
+        poll(NULL, 0, 5); /* the interval of a wait that has a deadline */
+    }
+}
+
 lc_client_t *h_client(void)
 {
     lc_client_t *c = lc_client_new(NULL, h_bus);

@@ -77,6 +77,13 @@ json_t *h_wait_recorded(lc_client_t *c, const char *name, size_t n, int timeout_
  * after timeout_ms, naming `what`. Loop thread only. */
 void h_dispatch_until(lc_client_t *c, const int *count, int n, int timeout_ms, const char *what);
 
+/* Waits until the process log holds `needle` at least n times; fails the test after
+ * timeout_ms, showing the log. Returns the log's text (caller frees). */
+char *h_wait_log(proc_t *p, const char *needle, int n, int timeout_ms);
+
+/* A whole file's text (caller frees), or NULL if it cannot be read. */
+char *h_slurp(const char *path);
+
 /* Contents of a process log (static buffer), for failure messages. */
 const char *h_log(proc_t *p);
 
