@@ -57,7 +57,7 @@ static void s_on_input(lc_request_t *req, json_t *args, void *arg)
 {
     controller_t *k = arg;
     lc_log(k->client, LC_LOG_INFO, "input line %" JSON_INTEGER_FORMAT " (%s) seq %"
-           JSON_INTEGER_FORMAT ": %s edge (tx %" PRIu64 ")",
+           JSON_INTEGER_FORMAT ": %s edge, tx %" PRIu64,
            json_integer_value(json_object_get(args, "line")), s_name_of(args),
            json_integer_value(json_object_get(args, "line_seq")),
            json_is_true(json_object_get(args, "rising_edge")) ? "rising" : "falling",
@@ -70,10 +70,10 @@ static void s_on_click(lc_request_t *req, json_t *args, void *arg)
     controller_t *k = arg;
     const char *event = lc_request_method(req);
     json_int_t line = json_integer_value(json_object_get(args, "line"));
-    lc_log(k->client, LC_LOG_INFO, "%s on line %" JSON_INTEGER_FORMAT " (%s) (tx %" PRIu64 ")",
+    lc_log(k->client, LC_LOG_INFO, "%s on line %" JSON_INTEGER_FORMAT " (%s), tx %" PRIu64,
            event, line, s_name_of(args), lc_request_tx(req));
     if (strcmp(event, "pushed_short") == 0 && line == k->button) {
-        lc_log(k->client, LC_LOG_INFO, "toggling line %" JSON_INTEGER_FORMAT " (tx %" PRIu64 ")",
+        lc_log(k->client, LC_LOG_INFO, "toggling line %" JSON_INTEGER_FORMAT ", tx %" PRIu64,
                k->toggled, lc_request_tx(req));
         s_toggle(k, k->toggled);
     }
@@ -87,8 +87,8 @@ static void s_on_webpage_trigger(lc_request_t *req, json_t *args, void *arg)
 {
     (void)args;
     controller_t *k = arg;
-    lc_log(k->client, LC_LOG_INFO, "webpage_trigger from %s (tx %" PRIu64 ")",
-           lc_request_source(req), lc_request_tx(req));
+    lc_log(k->client, LC_LOG_INFO, "webpage_trigger from %s, tx %" PRIu64 ": the outputs "
+           "change in a new transaction", lc_request_source(req), lc_request_tx(req));
     int rc = lc_enqueue(k->client, "modify_output_states", NULL, LC_NEW_TX);
     if (rc < 0)
         lc_log(k->client, LC_LOG_ERROR, "task modify_output_states not sent: %s",
@@ -101,7 +101,7 @@ static void s_modify_output_states(lc_request_t *req, json_t *args, void *arg)
 {
     (void)args;
     controller_t *k = arg;
-    lc_log(k->client, LC_LOG_INFO, "modify_output_states (tx %" PRIu64 "): line 4 on, line 17 "
+    lc_log(k->client, LC_LOG_INFO, "modify_output_states, tx %" PRIu64 ": line 4 on, line 17 "
            "off, on, blink_veryslow, blink_slow, blink, blink_fast, off; line 27 toggled",
            lc_request_tx(req));
     s_set(k, 4, "on");
