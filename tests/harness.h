@@ -81,6 +81,9 @@ void h_dispatch_until(lc_client_t *c, const int *count, int n, int timeout_ms, c
  * timeout_ms, showing the log. Returns the log's text (caller frees). */
 char *h_wait_log(proc_t *p, const char *needle, int n, int timeout_ms);
 
+/* A tcp port free on 127.0.0.1 a moment ago. */
+int h_free_port(void);
+
 /* A whole file's text (caller frees), or NULL if it cannot be read. */
 char *h_slurp(const char *path);
 

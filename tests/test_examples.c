@@ -416,3 +416,179 @@ Test(examples, help)
         cr_assert(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 2, "%s", h_log(p));
     }
 }
+
+/* ---- The demo chain, end to end ------------------------------------------------------------ */
+
+static const char s_chain_sys[] =
+    "modules:\n"
+    "  gpio:\n"
+    "    program: lc-gpio\n"
+    "    config:\n"
+    "      backend: sim\n"
+    "      inputs:\n"
+    "        22: {name: Input22_ForTestingPurposes, bias: pull-up, edges: both, debounce_ms: 10}\n"
+    "      outputs:\n"
+    "        4: {name: Output4_NothingSpecial}\n"
+    "        17: {name: Output17_ForBlinking}\n"
+    "        27: {name: Output27_NothingSpecial}\n"
+    "  clickhandler:\n"
+    "    program: lc-clickhandler\n"
+    "    config:\n"
+    "      inversed_logic: [22]\n"
+    "      long_ms: 600000\n" /* a slow machine must not turn the click into a long push */
+    "  controller:\n"
+    "    program: lc-controller\n";
+
+/* The entries of `rec` named `name`, once there are n of them (a new reference). */
+static json_t *s_wait_named(lc_client_t *c, const char *name, size_t n)
+{
+    int64_t deadline = lc_mono_ms() + 10000;
+    for (;;) {
+        json_t *all = h_recorded(c, "rec"), *named = json_array();
+        size_t i;
+        json_t *e;
+        json_array_foreach(all, i, e)
+        {
+            if (strcmp(h_str(e, "name"), name) == 0)
+                json_array_append(named, e);
+        }
+        if (json_array_size(named) >= n) {
+            json_decref(all);
+            return named;
+        }
+        cr_assert_lt(lc_mono_ms(), deadline, "%zu %s, not %zu: %s", json_array_size(named), name,
+                     n, h_dump(all));
+        json_decref(all);
+        json_decref(named);
+    }
+}
+
+/* The simulated chip's output log once line `line` has changed to `value` there. */
+static json_t *s_wait_output(lc_client_t *c, int line, int value)
+{
+    int64_t deadline = lc_mono_ms() + 10000;
+    for (;;) {
+        json_t *log = NULL;
+        int rc = lc_call(c, "gpio.sim_output_log", NULL, &log, 5000);
+        cr_assert_eq(rc, 0, "gpio.sim_output_log: %s", lc_strerror(rc));
+        size_t i;
+        json_t *e;
+        json_array_foreach(log, i, e)
+        {
+            if (h_int(e, "line") == line && h_int(e, "value") == value)
+                return log;
+        }
+        cr_assert_lt(lc_mono_ms(), deadline, "line %d never became %d: %s", line, value,
+                     h_dump(log));
+        json_decref(log);
+    }
+}
+
+/* A press and release of the simulated button: gpio's edges -> clickhandler's pushed_short
+ * -> controller's task -> line 27 on in the simulated chip's log, all one transaction. */
+Test(examples, button_to_lamp_end_to_end)
+{
+    h_broker(NULL);
+    h_echo_with("rec", "--listen", "changed_gpio_input", "--listen", "pushed_short", NULL);
+    char sys[400];
+    snprintf(sys, sizeof sys, "%s/system.yaml", h_dir);
+    s_write_system(sys, s_chain_sys);
+    proc_t *procs[3];
+    static const char *const names[] = {"gpio", "clickhandler", "controller"};
+    for (int i = 0; i < 3; i++) {
+        char prog[300];
+        snprintf(prog, sizeof prog, "%s/bin/lc-%s", LC_BUILD_DIR, names[i]);
+        procs[i] = h_spawn(names[i], prog, "--bus", h_bus, "--config", sys, NULL);
+    }
+    lc_client_t *c = h_client();
+    for (int i = 0; i < 3; i++)
+        s_wait_active(c, names[i]);
+    json_t *before = s_wait_output(c, 27, 0);
+    json_decref(before);
+
+    /* Pressed: the pin goes low. The release waits for the press's event, since a change
+     * back within the debounce time would be a bounce. */
+    cr_assert_eq(lc_call(c, "gpio.sim_set_input", json_pack("{s:i, s:i}", "line", 22, "value", 0),
+                         NULL, 5000),
+                 0);
+    json_decref(s_wait_named(c, "changed_gpio_input", 1));
+    cr_assert_eq(lc_call(c, "gpio.sim_set_input", json_pack("{s:i, s:i}", "line", 22, "value", 1),
+                         NULL, 5000),
+                 0);
+    json_t *clicks = s_wait_named(c, "pushed_short", 1);
+    json_t *edges = s_wait_named(c, "changed_gpio_input", 2);
+    json_t *log = s_wait_output(c, 27, 1);
+
+    json_t *press = json_array_get(edges, 0), *release = json_array_get(edges, 1);
+    json_t *click = json_array_get(clicks, 0);
+    cr_assert_str_eq(h_str(press, "source"), "gpio");
+    cr_assert(json_is_false(json_object_get(json_object_get(press, "args"), "rising_edge")),
+              "pull-up: a press is a falling edge: %s", h_dump(press));
+    cr_assert_str_eq(h_str(json_object_get(release, "args"), "line_name"),
+                     "Input22_ForTestingPurposes");
+    cr_assert_str_eq(h_str(click, "source"), "clickhandler");
+    cr_assert_eq(h_arg(click, "line"), 22);
+    cr_assert_eq(h_arg(click, "line_seq"), h_arg(release, "line_seq"));
+    json_int_t tx = h_int(release, "tx");
+    cr_assert_eq(h_int(click, "tx"), tx, "the click continues the release's transaction");
+    /* The controller's task to gpio inherits it too (its log names the transaction). */
+    char want[128];
+    snprintf(want, sizeof want, "toggling line 27, tx %lld", (long long)tx);
+    char *text = s_wait_log(procs[2], want, 1, 10000);
+    free(text);
+    /* Line 27 went on after the release. */
+    size_t i;
+    json_t *e;
+    json_int_t on_ns = 0;
+    json_array_foreach(log, i, e)
+    {
+        if (h_int(e, "line") == 27 && h_int(e, "value") == 1)
+            on_ns = h_int(e, "timestamp_ns");
+    }
+    cr_assert_geq(on_ns, h_arg(release, "timestamp_ns"), "%s", h_dump(log));
+    json_decref(log);
+    json_decref(clicks);
+    json_decref(edges);
+
+    for (int k = 2; k >= 0; k--) {
+        int st = h_stop(procs[k], SIGTERM, 10000);
+        cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "%s: status 0x%x\n%s", names[k], st,
+                  h_log(procs[k]));
+    }
+    lc_client_destroy(&c);
+}
+
+/* The demo system as `make run` starts it: a button press shows in the log as edges, a click
+ * and the output change, and SIGTERM stops it all cleanly. */
+Test(examples, demo_system_runs_and_stops)
+{
+    setenv("LC_BUS", h_bus, 1);
+    setenv("LC_DEMO_DIR", h_dir, 1);
+    proc_t *p = h_spawn("launch", BIN("lc-launch"), LC_SOURCE_DIR "/config/demo.yaml", NULL);
+    lc_client_t *c = h_client();
+    static const char *const names[] = {"echo", "listener", "gpio", "clickhandler", "controller",
+                                        "simple"};
+    for (int i = 0; i < 6; i++)
+        s_wait_active(c, names[i]);
+    cr_assert_eq(lc_call(c, "gpio.sim_set_input", json_pack("{s:i, s:i}", "line", 22, "value", 0),
+                         NULL, 5000),
+                 0);
+    free(s_wait_log(p, "controller INFO: input line 22 (Input22_ForTestingPurposes) seq 1: "
+                       "falling edge", 1, 10000));
+    cr_assert_eq(lc_call(c, "gpio.sim_set_input", json_pack("{s:i, s:i}", "line", 22, "value", 1),
+                         NULL, 5000),
+                 0);
+    char *log = s_wait_log(p, "Output27_NothingSpecial): on", 1, 10000);
+    cr_assert(strstr(log, "clickhandler INFO: pushed_short on line 22"), "%s", log);
+    cr_assert(strstr(log, "controller INFO: toggling line 27"), "%s", log);
+    free(log);
+    free(s_wait_log(p, "simple INFO: run: done", 1, 10000));
+    lc_client_destroy(&c);
+    int st = h_stop(p, SIGTERM, 20000);
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "status 0x%x\n%s", st, h_log(p));
+    log = s_slurp(p->log);
+    cr_assert(strstr(log, "launcher     | stopped"), "%s", log);
+    /* The six modules and the broker. */
+    cr_assert_eq(s_count(log, "ended: exit code 0"), 7, "%s", log);
+    free(log);
+}

@@ -324,23 +324,10 @@ Test(robust, payload_too_large_refused)
 
 /* ---- tcp ---------------------------------------------------------------------------- */
 
-static int s_free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    cr_assert(fd >= 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = 0};
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    cr_assert_eq(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
-    socklen_t len = sizeof sa;
-    cr_assert_eq(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
-    close(fd);
-    return ntohs(sa.sin_port);
-}
-
 Test(robust, tcp_endpoint)
 {
     char tcp[64];
-    snprintf(tcp, sizeof tcp, "tcp://127.0.0.1:%d", s_free_port());
+    snprintf(tcp, sizeof tcp, "tcp://127.0.0.1:%d", h_free_port());
     proc_t *broker = h_broker("--endpoint", tcp, NULL);
     proc_t *techo = h_spawn("techo", BIN("lc-echo"), "--name", "techo", "--bus", tcp, NULL);
     h_echo("iecho");
