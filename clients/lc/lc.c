@@ -363,6 +363,9 @@ static void s_stats_text(json_t *st, json_t *before, double secs)
            (long long)json_integer_value(json_object_get(st, "lost")),
            (long long)json_integer_value(json_object_get(st, "redelivered")),
            (long long)json_integer_value(json_object_get(st, "idle")));
+    printf("spies: %lld attached now, %lld records dropped for spies that lagged\n",
+           (long long)json_integer_value(json_object_get(st, "spies")),
+           (long long)json_integer_value(json_object_get(st, "tap_dropped")));
     const char *name;
     json_t *n;
     bool any = false;
