@@ -8,12 +8,15 @@
 #include <criterion/criterion.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <signal.h>
 #include <string.h>
 #include <sys/wait.h>
 
 TestSuite(click, .init = h_setup, .fini = h_teardown, .timeout = 60);
 
 #define MARKER_LINE 999
+
+static proc_t *s_clicker; /* the lc-clickhandler of the test */
 #define T0_NS 1000000000000LL /* an arbitrary start: edge times are only compared */
 
 /* ---- Helpers ------------------------------------------------------------------------------ */
@@ -33,7 +36,8 @@ static lc_client_t *s_start(const char *config)
     if (config)
         fprintf(f, "    config:\n%s", config);
     fclose(f);
-    h_spawn("clickhandler", BIN("lc-clickhandler"), "--bus", h_bus, "--config", sys, NULL);
+    s_clicker = h_spawn("clickhandler", BIN("lc-clickhandler"), "--bus", h_bus, "--config", sys,
+                        NULL);
     lc_client_t *c = h_client();
     int64_t deadline = lc_mono_ms() + 10000;
     for (;;) {
@@ -233,6 +237,9 @@ Test(click, payload_keys_source_and_transaction)
     cr_assert_neq(release_tx[0], release_tx[1]);
     json_decref(got);
     lc_client_destroy(&c);
+    /* It stops cleanly (under the sanitizers: without leaks). */
+    int st = h_stop(s_clicker, SIGTERM, 10000);
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "status 0x%x\n%s", st, h_log(s_clicker));
 }
 
 Test(click, unnamed_lines_and_lines_apart)
@@ -317,6 +324,8 @@ Test(click, set_inversed_logic_and_status)
     cr_assert_str_eq(h_str(json_array_get(buttons, 0), "state"), "neutral", "%s", h_dump(res));
     json_decref(res);
     lc_client_destroy(&c);
+    int st = h_stop(s_clicker, SIGTERM, 10000);
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "status 0x%x\n%s", st, h_log(s_clicker));
 }
 
 Test(click, timings_from_the_config)
