@@ -160,6 +160,16 @@ static json_t *s_call(simple_t *s, const char *target, json_t *args)
     return result;
 }
 
+/* Queues a task. What the library refuses at once (a bad name, no broker) is logged here;
+ * what the broker refuses later arrives at s_on_notice. */
+static void s_enqueue(simple_t *s, const char *target, json_t *args, int priority)
+{
+    int rc = lc_enqueue(s->client, target, args, priority);
+    if (rc < 0)
+        lc_log(s->client, LC_LOG_ERROR, "task %s not sent: %s; the example goes on", target,
+               lc_strerror(rc));
+}
+
 /* run: the seed's run(), step by step. It runs as a task, not in the active hook, because
  * only what is sent while handling a message continues that message's transaction: sent from
  * here, the steps below are one transaction, which `lc-spy` or a log shows as one chain. */
@@ -173,13 +183,13 @@ static void s_run(lc_request_t *req, json_t *args, void *arg)
     /* 1. Two tasks to this module's own methods (no dot: its own), each in a transaction of
      *    its own (LC_NEW_TX), as the seed's enqueue_task without metadata. They run after this
      *    handler returns: a module handles one task at a time. */
-    lc_enqueue(c, "myfunc", json_pack("{s:s}", "param", s->greeting), LC_NEW_TX);
-    lc_enqueue(c, "myfunc_async", json_pack("{s:s}", "param", s->subject), LC_NEW_TX);
+    s_enqueue(s, "myfunc", json_pack("{s:s}", "param", s->greeting), LC_NEW_TX);
+    s_enqueue(s, "myfunc_async", json_pack("{s:s}", "param", s->subject), LC_NEW_TX);
 
     /* 2. The same two in this transaction (priority 0: inherit it, and the priority): the
      *    seed passed run's metadata on for this. */
-    lc_enqueue(c, "myfunc", json_pack("{s:s}", "param", s->greeting), 0);
-    lc_enqueue(c, "myfunc_async", json_pack("{s:s}", "param", s->subject), 0);
+    s_enqueue(s, "myfunc", json_pack("{s:s}", "param", s->greeting), 0);
+    s_enqueue(s, "myfunc_async", json_pack("{s:s}", "param", s->subject), 0);
 
     /* 3. A synchronous call to the web module: it answers the position of the new line. */
     json_t *res = s_call(s, "web.add_log_entry",
@@ -192,12 +202,17 @@ static void s_run(lc_request_t *req, json_t *args, void *arg)
 
     /* 4. The same as a task: lc_enqueue returns at once; if the broker refuses it (no such
      *    module or method), s_on_notice hears of it. */
-    lc_enqueue(c, "web.add_log_entry",
-               json_pack("{s:s}", "text", "simple: this line was added asynchronously"), 0);
+    s_enqueue(s, "web.add_log_entry",
+              json_pack("{s:s}", "text", "simple: this line was added asynchronously"), 0);
 
-    /* 5. An event, to whoever subscribes (the web module shows its param). */
-    lc_emit(c, "my_simple_example_event",
-            json_pack("{s:s}", "param", "simple: my_simple_example_event was triggered"), 0);
+    /* 5. An event, to whoever subscribes (the web module shows its param). Nobody
+     *    subscribing is not an error: an event is news, not a request. */
+    int rc = lc_emit(c, "my_simple_example_event",
+                     json_pack("{s:s}", "param", "simple: my_simple_example_event was triggered"),
+                     0);
+    if (rc < 0)
+        lc_log(c, LC_LOG_ERROR, "my_simple_example_event not sent: %s; the example goes on",
+               lc_strerror(rc));
 
     /* 6. Gauges: the seed's three calls, with set_gauge_value's argument names. The first
      *    creates the gauge with its documentation only; the second sets its value; the third
