@@ -484,6 +484,50 @@ static json_t *s_wait_output(lc_client_t *c, int line, int value)
     }
 }
 
+/* Starts lc-spy --json on the bus and waits until it shows what is routed (an event sent
+ * for the purpose appears in its output). */
+static proc_t *s_spy(lc_client_t *c)
+{
+    proc_t *spy = h_spawn("spy", BIN("lc-spy"), "--bus", h_bus, "--json", "--kind", "task,event",
+                          NULL);
+    int64_t deadline = lc_mono_ms() + 10000;
+    for (;;) {
+        cr_assert_eq(lc_emit_wait(c, "spy_probe", NULL, 0, 5000, NULL), 0);
+        int64_t until = lc_mono_ms() + 200;
+        while (lc_mono_ms() < until) {
+            char *text = s_slurp(spy->log);
+            bool seen = strstr(text, "\"target\":\"spy_probe\"") != NULL;
+            free(text);
+            if (seen)
+                return spy;
+            poll(NULL, 0, 5);
+        }
+        cr_assert_lt(lc_mono_ms(), deadline, "lc-spy shows nothing:\n%s", h_log(spy));
+    }
+}
+
+/* The first record of lc-spy's JSON output whose target is `target` (a new reference). */
+static json_t *s_wait_spied(proc_t *spy, const char *target)
+{
+    int64_t deadline = lc_mono_ms() + 10000;
+    for (;;) {
+        char *text = s_slurp(spy->log);
+        for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
+            json_t *rec = json_loads(line, 0, NULL);
+            const char *t = json_string_value(json_object_get(rec, "target"));
+            if (t && strcmp(t, target) == 0) {
+                free(text);
+                return rec;
+            }
+            json_decref(rec);
+        }
+        free(text);
+        cr_assert_lt(lc_mono_ms(), deadline, "lc-spy never showed %s:\n%s", target,
+                     h_log(spy));
+        poll(NULL, 0, 5);
+    }
+}
+
 /* A press and release of the simulated button: gpio's edges -> clickhandler's pushed_short
  * -> controller's task -> line 27 on in the simulated chip's log, all one transaction. */
 Test(examples, button_to_lamp_end_to_end)
@@ -503,6 +547,7 @@ Test(examples, button_to_lamp_end_to_end)
     lc_client_t *c = h_client();
     for (int i = 0; i < 3; i++)
         s_wait_active(c, names[i]);
+    proc_t *spy = s_spy(c);
     json_t *before = s_wait_output(c, 27, 0);
     json_decref(before);
 
@@ -531,11 +576,16 @@ Test(examples, button_to_lamp_end_to_end)
     cr_assert_eq(h_arg(click, "line_seq"), h_arg(release, "line_seq"));
     json_int_t tx = h_int(release, "tx");
     cr_assert_eq(h_int(click, "tx"), tx, "the click continues the release's transaction");
-    /* The controller's task to gpio inherits it too (its log names the transaction). */
-    char want[128];
-    snprintf(want, sizeof want, "toggling line 27, tx %lld", (long long)tx);
-    char *text = s_wait_log(procs[2], want, 1, 10000);
-    free(text);
+    /* The controller's task to gpio continues it too: the broker's monitor (lc-spy) shows
+     * every routed message with its transaction. */
+    json_t *task = s_wait_spied(spy, "gpio.toggle_output_state");
+    cr_assert_str_eq(h_str(task, "source"), "controller", "%s", h_dump(task));
+    cr_assert_eq(h_int(json_object_get(task, "payload"), "line"), 27, "%s", h_dump(task));
+    char want[32];
+    snprintf(want, sizeof want, "%lld", (long long)tx);
+    cr_assert_str_eq(h_str(task, "tx"), want, "one transaction from the edge to the output: %s",
+                     h_dump(task));
+    json_decref(task);
     /* Line 27 went on after the release. */
     size_t i;
     json_t *e;
