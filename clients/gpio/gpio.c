@@ -42,6 +42,7 @@ typedef struct {
     uint64_t t0_ns;
     bool outputs_started;
     bool stopped;
+    bool failed; /* the chip failed while running: exit status 1 */
     /* configuration checking */
     cfg_node_t *cfg_root; /* the system file again, only for the positions of errors */
     bool cfg_tried;
@@ -450,11 +451,19 @@ static void s_on_edge(gpio_line_t *line, bool rising, uint64_t ts_ns, void *arg)
     }
 }
 
+/* A descriptor that fails would be readable forever: the module stops, switching its
+ * outputs off, and exits with status 1 so that the launcher restarts it by its policy. */
 static void s_readable(lc_client_t *c, int fd, void *arg)
 {
-    (void)c;
     (void)arg;
-    G.backend->read_edges(G.backend, fd, s_on_edge, NULL);
+    int rc = G.backend->read_edges(G.backend, fd, s_on_edge, NULL);
+    if (rc < 0) {
+        lc_log(c, LC_LOG_CRITICAL, "cannot read the edges of chip %s: %s; stopping",
+               G.backend->chip, strerror(-rc));
+        lc_unwatch_fd(c, fd);
+        G.failed = true;
+        lc_stop(c);
+    }
 }
 
 /* ---- Methods -------------------------------------------------------------------------- */
@@ -803,6 +812,8 @@ int main(int argc, char **argv)
      * outputs off); lc_run then returns 0. */
     int rc = lc_run(G.client);
     s_stop();
+    if (G.failed)
+        status = 1;
     if (rc < 0) {
         fprintf(stderr, "lc-gpio: cannot serve as '%s' on %s: %s\n", lc_client_name(G.client),
                 lc_client_endpoint(G.client), lc_strerror(rc));

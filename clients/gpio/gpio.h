@@ -62,8 +62,9 @@ struct gpio_backend {
     int (*request)(gpio_backend_t *b, gpio_line_t *line, char *err, size_t size);
     int (*set)(gpio_backend_t *b, gpio_line_t *line, int value); /* 0 or -errno */
     int (*get)(gpio_backend_t *b, gpio_line_t *line);            /* 0, 1 or -errno */
-    /* Reads the edges waiting on fd (without blocking) and calls fn for each. */
-    void (*read_edges)(gpio_backend_t *b, int fd, gpio_edge_fn *fn, void *arg);
+    /* Reads the edges waiting on fd (without blocking) and calls fn for each. Returns 0, or
+     * -errno when the descriptor failed (the chip went away): it will not recover. */
+    int (*read_edges)(gpio_backend_t *b, int fd, gpio_edge_fn *fn, void *arg);
     /* Releases the lines and the chip, frees b and sets *b_p to NULL. */
     void (*destroy)(gpio_backend_t **b_p);
 };

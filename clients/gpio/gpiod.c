@@ -136,7 +136,7 @@ static int s_get(gpio_backend_t *b, gpio_line_t *line)
     return v < 0 ? -errno : v;
 }
 
-static void s_read_edges(gpio_backend_t *b, int fd, gpio_edge_fn *fn, void *arg)
+static int s_read_edges(gpio_backend_t *b, int fd, gpio_edge_fn *fn, void *arg)
 {
     real_t *r = (real_t *)b;
     gpio_line_t *line = NULL;
@@ -150,6 +150,7 @@ static void s_read_edges(gpio_backend_t *b, int fd, gpio_edge_fn *fn, void *arg)
         uint64_t ts = (uint64_t)ev[i].ts.tv_sec * 1000000000u + (uint64_t)ev[i].ts.tv_nsec;
         fn(line, ev[i].event_type == GPIOD_LINE_EVENT_RISING_EDGE, ts, arg);
     }
+    return n < 0 && errno != EAGAIN && errno != EINTR ? -errno : 0;
 }
 
 static void s_destroy(gpio_backend_t **b_p)

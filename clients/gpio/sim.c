@@ -157,7 +157,7 @@ int gpio_sim_drive(gpio_backend_t *b, gpio_line_t *line, int physical, char *err
     return 1;
 }
 
-static void s_read_edges(gpio_backend_t *b, int fd, gpio_edge_fn *fn, void *arg)
+static int s_read_edges(gpio_backend_t *b, int fd, gpio_edge_fn *fn, void *arg)
 {
     sim_t *s = (sim_t *)b;
     edge_rec_t recs[64];
@@ -167,6 +167,7 @@ static void s_read_edges(gpio_backend_t *b, int fd, gpio_edge_fn *fn, void *arg)
             if (!s->lines[i]->output && s->lines[i]->offset == recs[k].offset)
                 fn(s->lines[i], recs[k].rising != 0, recs[k].ts_ns, arg);
     }
+    return n < 0 && errno != EAGAIN && errno != EINTR ? -errno : 0;
 }
 
 json_t *gpio_sim_log(gpio_backend_t *b, bool clear)
