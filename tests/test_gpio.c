@@ -262,6 +262,7 @@ Test(gpio, blink_periods_hold_and_outputs_in_the_same_state_are_in_phase)
               json_pack("{s:i, s:s}", "line", 17, "state_new", "blink_veryfast"));
     s_call_ok(c, "set_output_state",
               json_pack("{s:s, s:i}", "line", "Output27_NothingSpecial", "state_new", 5));
+    s_call_ok(c, "set_output_state", json_pack("{s:i, s:s}", "line", 4, "state_new", "blink_fast"));
     /* The flip at once, then 12 toggles of the rhythm: 11 intervals, more than 5 periods. */
     json_t *log = s_wait_transitions(c, 17, start, 13, 20000);
     json_t *a = s_transitions(log, 17), *b = s_transitions(log, 27);
@@ -297,6 +298,26 @@ Test(gpio, blink_periods_hold_and_outputs_in_the_same_state_are_in_phase)
                   (long long)h_int(ea, "value"), (long long)h_int(ea, "timestamp_ns"),
                   h_dump(b));
     }
+    /* All rhythms count from the same start in phase off: each toggle of blink_fast (800 ms,
+     * toggle k at 2k toggles of blink_veryfast, which are off then) meets line 17 going off. */
+    json_t *f = s_transitions(log, 4);
+    size_t nf = 0;
+    for (size_t i = 0; i < json_array_size(f); i++) {
+        json_t *ef = json_array_get(f, i);
+        if (i < 2)
+            continue; /* the request at start-up and the flip at once */
+        nf++;
+        bool found = false;
+        for (size_t j = first; j < json_array_size(a) && !found; j++) {
+            json_t *ea = json_array_get(a, j);
+            json_int_t d = h_int(ea, "timestamp_ns") - h_int(ef, "timestamp_ns");
+            found = d > -5000000 && d < 5000000 && h_int(ea, "value") == 0;
+        }
+        cr_assert(found, "line 4 (blink_fast) toggled at %lld without line 17 going off: %s",
+                  (long long)h_int(ef, "timestamp_ns"), h_dump(log));
+    }
+    cr_assert_geq(nf, 3, "line 4 toggled %zu times: %s", nf, h_dump(f));
+    json_decref(f);
     json_decref(a);
     json_decref(b);
     json_decref(log);
