@@ -46,26 +46,36 @@ static const char *s_system(const char *config)
     return path;
 }
 
-/* Starts lc-gpio on the system file and waits until the broker lists it active. */
-static proc_t *s_gpio(const char *config)
+/* Waits until the broker lists lc-gpio (this very process) in state `state`. */
+static void s_wait_state(proc_t *p, const char *state)
 {
-    s_clear_env();
-    proc_t *p = h_spawn("gpio", BIN("lc-gpio"), "--bus", h_bus, "--config", s_system(config),
-                        NULL);
     lc_client_t *c = h_client();
     int64_t deadline = lc_mono_ms() + 10000;
     for (;;) {
         cr_assert_eq(h_wait_exit(p, 0), -1, "lc-gpio exited\n%s", h_log(p));
         json_t *m = h_module(c, "gpio");
         const char *st = m ? json_string_value(json_object_get(m, "state")) : NULL;
-        bool active = st && strcmp(st, "active") == 0 &&
-                      json_integer_value(json_object_get(m, "pid")) == p->pid;
+        bool there = st && strcmp(st, state) == 0 &&
+                     json_integer_value(json_object_get(m, "pid")) == p->pid;
         json_decref(m);
-        if (active)
+        if (there)
             break;
-        cr_assert(lc_mono_ms() < deadline, "lc-gpio is not active after 10 s\n%s", h_log(p));
+        cr_assert(lc_mono_ms() < deadline, "lc-gpio is not %s after 10 s\n%s", state, h_log(p));
     }
     lc_client_destroy(&c);
+}
+
+static proc_t *s_gpio_start(const char *config)
+{
+    s_clear_env();
+    return h_spawn("gpio", BIN("lc-gpio"), "--bus", h_bus, "--config", s_system(config), NULL);
+}
+
+/* Starts lc-gpio on the system file and waits until the broker lists it active. */
+static proc_t *s_gpio(const char *config)
+{
+    proc_t *p = s_gpio_start(config);
+    s_wait_state(p, "active");
     return p;
 }
 
@@ -483,6 +493,40 @@ Test(gpio, bounces_shorter_than_the_debounce_time_give_no_event)
     a = json_object_get(json_array_get(got, 1), "args");
     cr_assert_eq(h_int(a, "line_seq"), 2, "%s", h_dump(a));
     cr_assert(json_is_true(json_object_get(a, "rising_edge")), "%s", h_dump(a));
+    json_decref(got);
+    lc_client_destroy(&c);
+}
+
+Test(gpio, edges_while_the_module_is_passive_make_no_event)
+{
+    h_broker(NULL);
+    h_echo_with("rec", "--listen", "changed_gpio_input", NULL);
+    lc_client_t *c = h_client();
+    /* The broker keeps gpio passive until "late" is there too. */
+    json_t *res = NULL;
+    int rc = lc_call(c, "broker.expect",
+                     json_pack("{s:[s, s], s:i}", "modules", "gpio", "late", "timeout_ms", 60000),
+                     &res, 5000);
+    cr_assert_eq(rc, 0, "broker.expect: %s %s", lc_strerror(rc), h_dump(res));
+    json_decref(res);
+    proc_t *p = s_gpio_start("      backend: sim\n"
+                             "      inputs: {22: {name: Button, debounce_ms: 0}}\n");
+    s_wait_state(p, "passive");
+    s_drive(c, json_integer(22), 0); /* falling, while passive */
+    json_t *v = s_call(c, "get_input", json_pack("{s:i}", "line", 22));
+    cr_assert_eq(json_integer_value(v), 0, "the level follows while passive: %s", h_dump(v));
+    json_decref(v);
+    h_echo_with("late", NULL);
+    s_wait_state(p, "active");
+    s_drive(c, json_integer(22), 1); /* rising, while active */
+    json_t *got = h_wait_recorded(c, "rec", 1, 10000);
+    cr_assert_eq(json_array_size(got), 1, "%s", h_dump(got));
+    json_t *a = json_object_get(json_array_get(got, 0), "args");
+    cr_assert(json_is_true(json_object_get(a, "rising_edge")), "the passive edge was sent: %s",
+              h_dump(got));
+    cr_assert_eq(h_int(a, "line_seq"), 1, "%s", h_dump(got));
+    cr_assert(strstr(h_log(p), "line 22 (Button): falling edge while the module is not active"),
+              "%s", h_log(p));
     json_decref(got);
     lc_client_destroy(&c);
 }
