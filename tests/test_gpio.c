@@ -549,6 +549,24 @@ Test(gpio, a_missing_chip_is_named_and_the_module_exits_non_zero)
     cr_assert(strstr(h_log(p), "backend: sim"), "no advice: %s", h_log(p));
 }
 
+Test(gpio, simulate_runs_a_system_written_for_the_real_chip)
+{
+    h_broker(NULL);
+    s_clear_env();
+    proc_t *p = h_spawn("gpio", BIN("lc-gpio"), "--simulate", "--bus", h_bus, "--config",
+                        s_system("      backend: gpiod\n"
+                                 "      chip: /dev/gpiochip-does-not-exist\n"
+                                 "      outputs: {4: {name: Lamp, initial: on}}\n"),
+                        NULL);
+    s_wait_state(p, "active");
+    lc_client_t *c = h_client();
+    json_t *log = s_call(c, "sim_output_log", NULL);
+    json_t *last = s_last(log, 4);
+    cr_assert(last && h_int(last, "value") == 1, "%s", h_dump(log));
+    json_decref(log);
+    lc_client_destroy(&c);
+}
+
 Test(gpio, configuration_errors_name_file_line_and_setting)
 {
     s_clear_env();

@@ -636,6 +636,7 @@ static void s_usage(FILE *out)
 {
     fprintf(out,
             "Usage: lc-gpio [--name NAME] [--bus EP] [--config FILE] [--log-level LEVEL]\n"
+            "               [--simulate]\n"
             "GPIO lines as a module of the lc bus: input edges become changed_gpio_input\n"
             "events; outputs are switched off, on or blinking by method. The chip and the\n"
             "lines come from the module's section of the system file (see lc-gpio(1)).\n"
@@ -646,6 +647,7 @@ static void s_usage(FILE *out)
             "  --bus EP          bus endpoint (default: $LC_BUS or the per-user socket)\n"
             "  --config FILE     system file (default: $LC_CONFIG)\n"
             "  --log-level L     critical, error, warning, info or debug (default: info)\n"
+            "  -s, --simulate    use the simulated chip, whatever 'backend' says\n"
             "  -h, --help        show this help and exit\n"
             "  -V, --version     show the version and exit\n"
             "Stops on SIGTERM or SIGINT, switching every output off. Exit status: 0 after a\n"
@@ -695,7 +697,7 @@ static void s_declare(void)
 
 /* Reads the configuration and opens the chip; on failure says why and returns the exit
  * status (2: configuration, 1: hardware). */
-static int s_setup(void)
+static int s_setup(bool simulate)
 {
     static const char *const top_keys[] = {"backend", "chip", "inputs", "outputs",
                                            "sim_log_file", "sim_log_max", NULL};
@@ -717,6 +719,8 @@ static int s_setup(void)
     json_decref(section);
     static const char *const backends[] = {"gpiod", "sim"};
     int backend = s_choice("backend", "gpiod", backends, 2);
+    if (simulate)
+        backend = 1;
     const char *chip = lc_config_str(c, "chip", "gpiochip0");
     long long log_max = lc_config_int(c, "sim_log_max", 10000);
     if (log_max < 1 || log_max > 10000000)
@@ -775,13 +779,18 @@ int main(int argc, char **argv)
     if (!G.client)
         return 2;
     static const struct option longopts[] = {
+        {"simulate", no_argument, NULL, 's'},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
     };
     int opt;
-    while ((opt = getopt_long(argc, argv, "hV", longopts, NULL)) != -1) {
+    bool simulate = false;
+    while ((opt = getopt_long(argc, argv, "shV", longopts, NULL)) != -1) {
         switch (opt) {
+        case 's':
+            simulate = true;
+            break;
         case 'h':
             s_usage(stdout);
             s_free();
@@ -802,7 +811,7 @@ int main(int argc, char **argv)
         s_free();
         return 2;
     }
-    int status = s_setup();
+    int status = s_setup(simulate);
     if (status) {
         s_free();
         return status;
