@@ -549,6 +549,33 @@ Test(gpio, a_missing_chip_is_named_and_the_module_exits_non_zero)
     cr_assert(strstr(h_log(p), "backend: sim"), "no advice: %s", h_log(p));
 }
 
+Test(gpio, the_launcher_reports_a_missing_chip)
+{
+    s_clear_env();
+    char path[400];
+    snprintf(path, sizeof path, "%s/launch.yaml", h_dir);
+    FILE *f = fopen(path, "w");
+    cr_assert(f);
+    fprintf(f,
+            "bus: {endpoint: \"%s\"}\n"
+            "modules:\n"
+            "  gpio:\n"
+            "    program: %s\n"
+            "    restart: never\n"
+            "    config:\n"
+            "      chip: /dev/gpiochip-does-not-exist\n"
+            "      outputs: {4: {name: Lamp}}\n",
+            h_bus, BIN("lc-gpio"));
+    cr_assert_eq(fclose(f), 0);
+    proc_t *p = h_spawn("launch", BIN("lc-launch"), path, NULL);
+    char *log = h_wait_log(p, ") ended: exit code 1", 1, 10000);
+    cr_assert(strstr(log, "gpio (pid"), "%s", log);
+    cr_assert(strstr(log, "cannot open GPIO chip /dev/gpiochip-does-not-exist"), "%s", log);
+    free(log);
+    int status = h_stop(p, SIGTERM, 10000);
+    cr_assert(WIFEXITED(status), "lc-launch ended with %#x\n%s", status, h_log(p));
+}
+
 Test(gpio, simulate_runs_a_system_written_for_the_real_chip)
 {
     h_broker(NULL);
