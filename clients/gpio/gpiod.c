@@ -6,6 +6,7 @@
 #include "gpio.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <gpiod.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -115,6 +116,10 @@ static int s_request(gpio_backend_t *b, gpio_line_t *line, char *err, size_t siz
             line->hw = NULL;
             return -1;
         }
+        /* The loop must never block in a read: a wake-up without an event finds EAGAIN. */
+        int fl = fcntl(line->fd, F_GETFL);
+        if (fl >= 0)
+            fcntl(line->fd, F_SETFL, fl | O_NONBLOCK);
     }
     r->lines[r->nlines++] = line;
     return 0;
