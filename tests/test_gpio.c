@@ -55,8 +55,8 @@ static void s_wait_state(proc_t *p, const char *state)
         cr_assert_eq(h_wait_exit(p, 0), -1, "lc-gpio exited\n%s", h_log(p));
         json_t *m = h_module(c, "gpio");
         const char *st = m ? json_string_value(json_object_get(m, "state")) : NULL;
-        bool there = st && strcmp(st, state) == 0 &&
-                     json_integer_value(json_object_get(m, "pid")) == p->pid;
+        bool there =
+            st && strcmp(st, state) == 0 && json_integer_value(json_object_get(m, "pid")) == p->pid;
         json_decref(m);
         if (there)
             break;
@@ -192,7 +192,8 @@ Test(gpio, methods_take_a_line_by_offset_or_name_and_states_by_name_or_number)
     s_call_ok(c, "set_output_state",
               json_pack("{s:s, s:i}", "line", "Output17_ForBlinking", "state_new", 2));
     cr_assert_eq(s_state(c, json_integer(17)), 2, "state 2 is blink_slow");
-    s_call_ok(c, "set_output_state", json_pack("{s:i, s:s}", "line", 17, "state_new", "BLINK_FAST"));
+    s_call_ok(c, "set_output_state",
+              json_pack("{s:i, s:s}", "line", 17, "state_new", "BLINK_FAST"));
     cr_assert_eq(s_state(c, json_integer(17)), 4);
     /* Toggle: off becomes on, anything else off. */
     s_call_ok(c, "toggle_output_state", json_pack("{s:i}", "line", 17));
@@ -200,7 +201,8 @@ Test(gpio, methods_take_a_line_by_offset_or_name_and_states_by_name_or_number)
     s_call_ok(c, "toggle_output_state", json_pack("{s:s}", "line", "Output17_ForBlinking"));
     cr_assert_eq(s_state(c, json_integer(17)), 6);
     /* The seed's error texts. */
-    s_call_fails(c, "set_output_state", json_pack("{s:s, s:s}", "line", "NoSuchLine", "state_new", "on"),
+    s_call_fails(c, "set_output_state",
+                 json_pack("{s:s, s:s}", "line", "NoSuchLine", "state_new", "on"),
                  "line name unknown");
     s_call_fails(c, "set_output_state", json_pack("{s:i, s:s}", "line", 5, "state_new", "on"),
                  "output line not handled");
@@ -305,8 +307,7 @@ Test(gpio, blink_periods_hold_and_outputs_in_the_same_state_are_in_phase)
             found = d > -5000000 && d < 5000000 && h_int(eb, "value") == h_int(ea, "value");
         }
         cr_assert(found, "line 27 has no toggle to %lld beside line 17's at %lld: %s",
-                  (long long)h_int(ea, "value"), (long long)h_int(ea, "timestamp_ns"),
-                  h_dump(b));
+                  (long long)h_int(ea, "value"), (long long)h_int(ea, "timestamp_ns"), h_dump(b));
     }
     /* All rhythms count from the same start in phase off: each toggle of blink_fast (800 ms,
      * toggle k at 2k toggles of blink_veryfast, which are off then) meets line 17 going off. */
@@ -373,8 +374,8 @@ Test(gpio, every_output_is_off_at_shut_down)
         for (size_t k = 0; k < json_array_size(mine); k++)
             was_on = was_on || h_int(json_array_get(mine, k), "value") == 1;
         cr_assert(was_on, "line %d was never on: %s", lines[i], h_dump(mine));
-        cr_assert_eq(h_int(s_last(mine, lines[i]), "value"), 0, "line %d is left on: %s",
-                     lines[i], h_dump(mine));
+        cr_assert_eq(h_int(s_last(mine, lines[i]), "value"), 0, "line %d is left on: %s", lines[i],
+                     h_dump(mine));
         cr_assert(json_is_null(json_object_get(s_last(mine, lines[i]), "line_name")));
         json_decref(mine);
     }
@@ -403,14 +404,14 @@ Test(gpio, edges_become_events_with_the_seeds_keys_and_sequence_numbers)
     s_gpio(s_inputs);
     lc_client_t *c = h_client();
     uint64_t before = s_now_ns();
-    s_drive(c, json_integer(22), 0);                   /* falling: event 1 of 22 */
+    s_drive(c, json_integer(22), 0);                          /* falling: event 1 of 22 */
     s_drive(c, json_string("Input22_ForTestingPurposes"), 1); /* rising: event 2 */
-    s_drive(c, json_integer(22), 1);                   /* no change: no edge */
-    s_drive(c, json_integer(23), 0);                   /* falling, filtered out */
-    s_drive(c, json_integer(23), 1);                   /* rising: event 1 of 23 */
-    s_drive(c, json_string("Low"), 0);                 /* pin low, active-low: rising */
-    s_drive(c, json_string("Down"), 1);                /* rising, filtered out */
-    s_drive(c, json_string("Down"), 0);                /* falling: event 1 of 25 */
+    s_drive(c, json_integer(22), 1);                          /* no change: no edge */
+    s_drive(c, json_integer(23), 0);                          /* falling, filtered out */
+    s_drive(c, json_integer(23), 1);                          /* rising: event 1 of 23 */
+    s_drive(c, json_string("Low"), 0);                        /* pin low, active-low: rising */
+    s_drive(c, json_string("Down"), 1);                       /* rising, filtered out */
+    s_drive(c, json_string("Down"), 0);                       /* falling: event 1 of 25 */
     uint64_t after = s_now_ns();
     json_t *got = h_wait_recorded(c, "rec", 5, 10000);
     struct {
@@ -481,8 +482,10 @@ Test(gpio, bounces_shorter_than_the_debounce_time_give_no_event)
     json_t *a = json_object_get(json_array_get(got, 0), "args");
     cr_assert_eq(h_int(a, "line_seq"), 1, "%s", h_dump(a));
     cr_assert(json_is_false(json_object_get(a, "rising_edge")), "%s", h_dump(a));
-    cr_assert_geq((uint64_t)h_int(a, "timestamp_ns"), press, "the event is stamped with the "
-                  "press's edge: %s", h_dump(a));
+    cr_assert_geq((uint64_t)h_int(a, "timestamp_ns"), press,
+                  "the event is stamped with the "
+                  "press's edge: %s",
+                  h_dump(a));
     json_decref(got);
     /* Then a release, with a bounce in it: one rising event, number 2. */
     s_drive(c, json_integer(22), 1);
@@ -609,8 +612,10 @@ Test(gpio, configuration_errors_name_file_line_and_setting)
     int status = h_wait_exit(p, 10000);
     cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 2, "status %#x\n%s", status, h_log(p));
     const char *log = h_log(p);
-    const char *expect[] = {"system.yaml:7:", "'inputs.22.bias': 'sideways' is not one of",
-                            "system.yaml:8:9:", "'x' is not a line offset",
+    const char *expect[] = {"system.yaml:7:",
+                            "'inputs.22.bias': 'sideways' is not one of",
+                            "system.yaml:8:9:",
+                            "'x' is not a line offset",
                             "'outputs.4.initial': 'dim' is not a state",
                             "'outputs.4.colour': unknown setting",
                             "line 22 is configured twice"};

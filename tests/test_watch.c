@@ -14,7 +14,7 @@ TestSuite(watch, .init = h_setup, .fini = h_teardown, .timeout = 60);
 typedef struct {
     int fd;     /* watched */
     int ack_fd; /* written by the callback after each read, for the writer thread */
-    int count; /* loop thread only */
+    int count;  /* loop thread only */
     int stop_at;
 } wt_t;
 

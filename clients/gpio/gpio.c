@@ -66,8 +66,8 @@ static const char *s_where(const char *path, bool key, char *buf, size_t size)
         G.cfg_root = cfg_load(file, &err);
     }
     char full[512];
-    snprintf(full, sizeof full, "modules.%s.config%s%s", lc_client_name(G.client),
-             *path ? "." : "", path);
+    snprintf(full, sizeof full, "modules.%s.config%s%s", lc_client_name(G.client), *path ? "." : "",
+             path);
     cfg_node_t *n = G.cfg_root ? cfg_find(G.cfg_root, full, NULL) : NULL;
     if (n && (key ? n->key_line : n->line) > 0)
         snprintf(buf, size, "%s:%d:%d: ", file, key ? n->key_line : n->line,
@@ -163,8 +163,8 @@ static gpio_line_t *s_find_name(const char *name)
 /* Reads one line's settings (path "inputs.22"); settings may be null for the defaults. */
 static void s_line_config(const char *path, unsigned offset, bool output, json_t *settings)
 {
-    static const char *const in_keys[] = {"name", "bias", "edges", "debounce_ms", "active_low",
-                                          NULL};
+    static const char *const in_keys[] = {"name",        "bias",       "edges",
+                                          "debounce_ms", "active_low", NULL};
     static const char *const out_keys[] = {"name", "initial", "active_low", NULL};
     static const char *const biases[] = {"disabled", "pull-up", "pull-down"};
     static const char *const edges[] = {"", "rising", "falling", "both"};
@@ -392,21 +392,20 @@ static void s_settle(gpio_line_t *line, int level, uint64_t ts_ns)
     char what[320];
     s_line_text(line, what, sizeof what);
     if (lc_state(G.client) != LC_STATE_ACTIVE) {
-        lc_log(G.client, LC_LOG_INFO, "%s: %s edge while the module is not active: no event",
-               what, rising ? "rising" : "falling");
+        lc_log(G.client, LC_LOG_INFO, "%s: %s edge while the module is not active: no event", what,
+               rising ? "rising" : "falling");
         return;
     }
     line->seq++;
-    lc_log(G.client, LC_LOG_INFO, "%s: %s edge, sequence %lld", what,
-           rising ? "rising" : "falling", (long long)line->seq);
-    json_t *args = json_pack("{s:i, s:o, s:I, s:b, s:I}", "line", (int)line->offset, "line_name",
-                             line->name ? json_string(line->name) : json_null(), "line_seq",
-                             (json_int_t)line->seq, "rising_edge", rising, "timestamp_ns",
-                             (json_int_t)ts_ns);
+    lc_log(G.client, LC_LOG_INFO, "%s: %s edge, sequence %lld", what, rising ? "rising" : "falling",
+           (long long)line->seq);
+    json_t *args =
+        json_pack("{s:i, s:o, s:I, s:b, s:I}", "line", (int)line->offset, "line_name",
+                  line->name ? json_string(line->name) : json_null(), "line_seq",
+                  (json_int_t)line->seq, "rising_edge", rising, "timestamp_ns", (json_int_t)ts_ns);
     int rc = lc_emit(G.client, EVENT_NAME, args, 0);
     if (rc < 0)
-        lc_log(G.client, LC_LOG_ERROR, "%s: cannot emit %s: %s", what, EVENT_NAME,
-               lc_strerror(rc));
+        lc_log(G.client, LC_LOG_ERROR, "%s: cannot emit %s: %s", what, EVENT_NAME, lc_strerror(rc));
 }
 
 static void s_debounced(lc_client_t *c, int id, void *arg)
@@ -492,8 +491,8 @@ static gpio_line_t *s_line_arg(lc_request_t *req, json_t *args, bool output)
         return NULL;
     }
     if (!line || line->output != output) {
-        lc_reply_error(req, ARG_ERROR, output ? "output line not handled"
-                                              : "input line not handled");
+        lc_reply_error(req, ARG_ERROR,
+                       output ? "output line not handled" : "input line not handled");
         return NULL;
     }
     return line;
@@ -579,8 +578,9 @@ static void s_sim_set_input(lc_request_t *req, json_t *args, void *arg)
                     ? (int)json_integer_value(v)
                     : -1;
     if (value < 0) {
-        lc_reply_error(req, ARG_ERROR, "argument \"value\" is required: 0 or 1 (the level on "
-                                       "the pin, before active-low)");
+        lc_reply_error(req, ARG_ERROR,
+                       "argument \"value\" is required: 0 or 1 (the level on "
+                       "the pin, before active-low)");
         return;
     }
     char err[300];
@@ -626,33 +626,33 @@ static void s_on_shutdown(lc_client_t *c, void *arg)
 static void s_on_reload(lc_client_t *c, void *arg)
 {
     (void)arg;
-    lc_log(c, LC_LOG_WARNING, "the configuration was read again; lc-gpio takes changes of its "
-                              "chip and lines at its next start");
+    lc_log(c, LC_LOG_WARNING,
+           "the configuration was read again; lc-gpio takes changes of its "
+           "chip and lines at its next start");
 }
 
 /* ---- Main ----------------------------------------------------------------------------- */
 
 static void s_usage(FILE *out)
 {
-    fprintf(out,
-            "Usage: lc-gpio [--name NAME] [--bus EP] [--config FILE] [--log-level LEVEL]\n"
-            "               [--simulate]\n"
-            "GPIO lines as a module of the lc bus: input edges become changed_gpio_input\n"
-            "events; outputs are switched off, on or blinking by method. The chip and the\n"
-            "lines come from the module's section of the system file (see lc-gpio(1)).\n"
-            "Methods: get_input, get_output_state, set_output_state, toggle_output_state;\n"
-            "with 'backend: sim' also sim_set_input and sim_output_log.\n"
-            "\n"
-            "  --name NAME       module name (default: $LC_MODULE, else gpio)\n"
-            "  --bus EP          bus endpoint (default: $LC_BUS or the per-user socket)\n"
-            "  --config FILE     system file (default: $LC_CONFIG)\n"
-            "  --log-level L     critical, error, warning, info or debug (default: info)\n"
-            "  -s, --simulate    use the simulated chip, whatever 'backend' says\n"
-            "  -h, --help        show this help and exit\n"
-            "  -V, --version     show the version and exit\n"
-            "Stops on SIGTERM or SIGINT, switching every output off. Exit status: 0 after a\n"
-            "stop, 1 when the chip or a line cannot be used or the bus fails, 2 for a wrong\n"
-            "command line or configuration.\n");
+    fprintf(out, "Usage: lc-gpio [--name NAME] [--bus EP] [--config FILE] [--log-level LEVEL]\n"
+                 "               [--simulate]\n"
+                 "GPIO lines as a module of the lc bus: input edges become changed_gpio_input\n"
+                 "events; outputs are switched off, on or blinking by method. The chip and the\n"
+                 "lines come from the module's section of the system file (see lc-gpio(1)).\n"
+                 "Methods: get_input, get_output_state, set_output_state, toggle_output_state;\n"
+                 "with 'backend: sim' also sim_set_input and sim_output_log.\n"
+                 "\n"
+                 "  --name NAME       module name (default: $LC_MODULE, else gpio)\n"
+                 "  --bus EP          bus endpoint (default: $LC_BUS or the per-user socket)\n"
+                 "  --config FILE     system file (default: $LC_CONFIG)\n"
+                 "  --log-level L     critical, error, warning, info or debug (default: info)\n"
+                 "  -s, --simulate    use the simulated chip, whatever 'backend' says\n"
+                 "  -h, --help        show this help and exit\n"
+                 "  -V, --version     show the version and exit\n"
+                 "Stops on SIGTERM or SIGINT, switching every output off. Exit status: 0 after a\n"
+                 "stop, 1 when the chip or a line cannot be used or the bus fails, 2 for a wrong\n"
+                 "command line or configuration.\n");
 }
 
 static void s_free(void)
@@ -683,8 +683,8 @@ static void s_declare(void)
     lc_method_doc(c, "get_input", "an input's level now (1 active)", "line:any");
     if (strcmp(G.backend->kind, "sim") == 0) {
         lc_method(c, "sim_output_log", s_sim_output_log, NULL);
-        lc_method_doc(c, "sim_output_log",
-                      "the simulated chip's output transitions, oldest first", "clear:boolean");
+        lc_method_doc(c, "sim_output_log", "the simulated chip's output transitions, oldest first",
+                      "clear:boolean");
         lc_method(c, "sim_set_input", s_sim_set_input, NULL);
         lc_method_doc(c, "sim_set_input", "sets the level on a simulated input's pin",
                       "line:any value:any");
@@ -699,7 +699,7 @@ static void s_declare(void)
  * status (2: configuration, 1: hardware). */
 static int s_setup(bool simulate)
 {
-    static const char *const top_keys[] = {"backend", "chip", "inputs", "outputs",
+    static const char *const top_keys[] = {"backend",      "chip",        "inputs", "outputs",
                                            "sim_log_file", "sim_log_max", NULL};
     lc_client_t *c = G.client;
     json_t *section = lc_config_json(c, "");
@@ -712,8 +712,9 @@ static int s_setup(bool simulate)
             for (int i = 0; top_keys[i] && !ok; i++)
                 ok = strcmp(k, top_keys[i]) == 0;
             if (!ok)
-                s_cfg_error(k, true, "unknown setting (lc-gpio takes backend, chip, inputs, "
-                                     "outputs, sim_log_file, sim_log_max)");
+                s_cfg_error(k, true,
+                            "unknown setting (lc-gpio takes backend, chip, inputs, "
+                            "outputs, sim_log_file, sim_log_max)");
         }
     }
     json_decref(section);
@@ -806,8 +807,7 @@ int main(int argc, char **argv)
         }
     }
     if (optind < argc) {
-        fprintf(stderr, "lc-gpio: unexpected argument '%s'\nTry 'lc-gpio --help'.\n",
-                argv[optind]);
+        fprintf(stderr, "lc-gpio: unexpected argument '%s'\nTry 'lc-gpio --help'.\n", argv[optind]);
         s_free();
         return 2;
     }

@@ -80,9 +80,10 @@ static int s_request(gpio_backend_t *b, gpio_line_t *line, char *err, size_t siz
     }
     struct gpiod_line *gl = gpiod_chip_get_line(r->chip, line->offset);
     if (!gl) {
-        snprintf(err, size, "GPIO chip %s has no %s: it has %u lines, numbered from 0; check "
-                 "the module's configuration (gpioinfo lists them)", b->chip, what,
-                 gpiod_chip_num_lines(r->chip));
+        snprintf(err, size,
+                 "GPIO chip %s has no %s: it has %u lines, numbered from 0; check "
+                 "the module's configuration (gpioinfo lists them)",
+                 b->chip, what, gpiod_chip_num_lines(r->chip));
         return -1;
     }
     struct gpiod_line_request_config cfg = {0};

@@ -77,8 +77,8 @@ static void s_record(sim_t *s, gpio_line_t *line, int value)
     if (s->log_file) {
         /* One line per transition, flushed: a reader after the end sees every one. */
         json_t *o = json_pack("{s:i, s:o, s:i, s:I}", "line", (int)line->offset, "line_name",
-                              line->name ? json_string(line->name) : json_null(), "value",
-                              value, "timestamp_ns", (json_int_t)e.ts_ns);
+                              line->name ? json_string(line->name) : json_null(), "value", value,
+                              "timestamp_ns", (json_int_t)e.ts_ns);
         if (o && json_dumpf(o, s->log_file, JSON_COMPACT) == 0)
             fputc('\n', s->log_file);
         json_decref(o);
@@ -176,12 +176,10 @@ json_t *gpio_sim_log(gpio_backend_t *b, bool clear)
     json_t *list = json_array();
     for (size_t k = 0; k < s->ring_len; k++) {
         entry_t *e = &s->ring[(s->ring_start + k) % s->ring_max];
-        json_array_append_new(list, json_pack("{s:i, s:o, s:i, s:I}", "line", (int)e->offset,
-                                              "line_name",
-                                              e->line->name ? json_string(e->line->name)
-                                                            : json_null(),
-                                              "value", e->value, "timestamp_ns",
-                                              (json_int_t)e->ts_ns));
+        json_array_append_new(list,
+                              json_pack("{s:i, s:o, s:i, s:I}", "line", (int)e->offset, "line_name",
+                                        e->line->name ? json_string(e->line->name) : json_null(),
+                                        "value", e->value, "timestamp_ns", (json_int_t)e->ts_ns));
     }
     if (clear)
         s->ring_start = s->ring_len = 0;
