@@ -264,6 +264,31 @@ Test(gpio, a_change_of_state_shows_at_once_and_the_same_state_again_does_nothing
     lc_client_destroy(&c);
 }
 
+Test(gpio, the_output_log_keeps_the_newest_transitions)
+{
+    h_broker(NULL);
+    s_gpio("      backend: sim\n"
+           "      sim_log_max: 3\n"
+           "      outputs: {4: {}, 5: {}}\n");
+    lc_client_t *c = h_client();
+    /* Two requests at start-up, then four changes: the last three stay, oldest first. */
+    for (int i = 0; i < 4; i++)
+        s_call_ok(c, "toggle_output_state", json_pack("{s:i}", "line", i < 2 ? 4 : 5));
+    json_t *log = s_call(c, "sim_output_log", NULL);
+    cr_assert_eq(json_array_size(log), 3, "%s", h_dump(log));
+    int want[3][2] = {{4, 0}, {5, 1}, {5, 0}};
+    for (int i = 0; i < 3; i++) {
+        json_t *e = json_array_get(log, (size_t)i);
+        cr_assert_eq(h_int(e, "line"), want[i][0], "%s", h_dump(log));
+        cr_assert_eq(h_int(e, "value"), want[i][1], "%s", h_dump(log));
+        if (i)
+            cr_assert_geq(h_int(e, "timestamp_ns"),
+                          h_int(json_array_get(log, (size_t)i - 1), "timestamp_ns"));
+    }
+    json_decref(log);
+    lc_client_destroy(&c);
+}
+
 Test(gpio, blink_periods_hold_and_outputs_in_the_same_state_are_in_phase)
 {
     h_broker(NULL);
