@@ -213,6 +213,20 @@ Test(gpio, methods_take_a_line_by_offset_or_name_and_states_by_name_or_number)
     s_call_fails(c, "set_output_state", json_pack("{s:i, s:i}", "line", 4, "state_new", 7),
                  "unknown state '7'");
     s_call_fails(c, "get_input", json_pack("{s:i}", "line", 4), "input line not handled");
+    /* Every line, in the configuration's order: inputs, then outputs. */
+    json_t *lines = s_call(c, "get_lines", NULL);
+    cr_assert_eq(json_array_size(lines), 4, "%s", h_dump(lines));
+    json_t *in22 = json_array_get(lines, 0), *out17 = json_array_get(lines, 2);
+    cr_assert_eq(h_int(in22, "line"), 22);
+    cr_assert_str_eq(h_str(in22, "direction"), "input");
+    cr_assert_eq(h_int(in22, "value"), 1);
+    cr_assert_eq(h_int(out17, "line"), 17);
+    cr_assert_str_eq(h_str(out17, "line_name"), "Output17_ForBlinking");
+    cr_assert_str_eq(h_str(out17, "direction"), "output");
+    cr_assert_eq(h_int(out17, "state"), 6);
+    cr_assert_str_eq(h_str(out17, "state_name"), "on");
+    cr_assert_eq(h_int(out17, "value"), 1);
+    json_decref(lines);
     /* An input is pulled up by default: it reads 1. */
     json_t *in = s_call(c, "get_input", json_pack("{s:s}", "line", "Input22_ForTestingPurposes"));
     cr_assert_eq(json_integer_value(in), 1, "get_input answered %s", h_dump(in));

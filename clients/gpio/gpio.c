@@ -560,6 +560,31 @@ static void s_get_input(lc_request_t *req, json_t *args, void *arg)
         lc_reply(req, json_integer(level));
 }
 
+/* Every configured line and where it stands now: for a dashboard, or a person. */
+static void s_get_lines(lc_request_t *req, json_t *args, void *arg)
+{
+    (void)args;
+    (void)arg;
+    json_t *list = json_array();
+    for (size_t i = 0; i < G.nlines; i++) {
+        gpio_line_t *l = &G.lines[i];
+        json_t *o = json_pack("{s:i, s:o, s:s, s:b}", "line", (int)l->offset, "line_name",
+                              l->name ? json_string(l->name) : json_null(), "direction",
+                              l->output ? "output" : "input", "active_low", l->active_low);
+        if (l->output) {
+            json_object_set_new(o, "state", json_integer(l->state));
+            json_object_set_new(o, "state_name", json_string(s_state_names[l->state]));
+            json_object_set_new(o, "value", json_integer(l->value));
+        } else {
+            int level = G.backend->get(G.backend, l);
+            json_object_set_new(o, "value", level < 0 ? json_null() : json_integer(level));
+            json_object_set_new(o, "line_seq", json_integer(l->seq));
+        }
+        json_array_append_new(list, o);
+    }
+    lc_reply(req, list);
+}
+
 static void s_sim_output_log(lc_request_t *req, json_t *args, void *arg)
 {
     (void)arg;
@@ -640,7 +665,8 @@ static void s_usage(FILE *out)
                  "GPIO lines as a module of the lc bus: input edges become changed_gpio_input\n"
                  "events; outputs are switched off, on or blinking by method. The chip and the\n"
                  "lines come from the module's section of the system file (see lc-gpio(1)).\n"
-                 "Methods: get_input, get_output_state, set_output_state, toggle_output_state;\n"
+                 "Methods: get_input, get_output_state, set_output_state, toggle_output_state,\n"
+                 "get_lines; "
                  "with 'backend: sim' also sim_set_input and sim_output_log.\n"
                  "\n"
                  "  --name NAME       module name (default: $LC_MODULE, else gpio)\n"
@@ -679,6 +705,8 @@ static void s_declare(void)
                   "line:any state_new:any");
     lc_method(c, "toggle_output_state", s_toggle_output_state, NULL);
     lc_method_doc(c, "toggle_output_state", "off becomes on, any other state off", "line:any");
+    lc_method(c, "get_lines", s_get_lines, NULL);
+    lc_method_doc(c, "get_lines", "every line: offset, name, direction, state or level", NULL);
     lc_method(c, "get_input", s_get_input, NULL);
     lc_method_doc(c, "get_input", "an input's level now (1 active)", "line:any");
     if (strcmp(G.backend->kind, "sim") == 0) {
