@@ -371,3 +371,45 @@ Test(click, help_and_bad_arguments)
     st = h_wait_exit(p, 10000);
     cr_assert(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 2, "%s", h_log(p));
 }
+
+/* SIGHUP reads the settings again: new timings, and the file's inverted lines replace the
+ * ones set_inversed_logic gave. */
+Test(click, sighup_reads_the_settings_again)
+{
+    lc_client_t *c = s_start("      long_ms: 200\n      inversed_logic: [1]\n");
+    json_t *res = NULL;
+    cr_assert_eq(lc_call(c, "clickhandler.set_inversed_logic",
+                         json_pack("{s:[i]}", "inversed_logic", 9), &res, 5000),
+                 0);
+    json_decref(res);
+    char sys[400];
+    snprintf(sys, sizeof sys, "%s/system.yaml", h_dir);
+    FILE *f = fopen(sys, "w");
+    cr_assert(f);
+    fputs("modules:\n  clickhandler:\n    program: lc-clickhandler\n    config:\n"
+          "      long_ms: 5000\n      inversed_logic: [2]\n", f);
+    fclose(f);
+    kill(s_clicker->pid, SIGHUP);
+    int64_t deadline = lc_mono_ms() + 10000;
+    for (;;) {
+        cr_assert_eq(lc_call(c, "clickhandler.status", NULL, &res, 5000), 0);
+        bool reloaded = h_int(res, "long_ms") == 5000;
+        if (reloaded) {
+            json_t *inv = json_object_get(res, "inversed_logic");
+            cr_assert_eq(json_array_size(inv), 1, "%s", h_dump(res));
+            cr_assert_eq(json_integer_value(json_array_get(inv, 0)), 2, "%s", h_dump(res));
+        }
+        json_decref(res);
+        if (reloaded)
+            break;
+        cr_assert_lt(lc_mono_ms(), deadline, "the settings were not read again\n%s",
+                     h_log(s_clicker));
+    }
+    s_edge(c, 2, false, 0); /* inverted now: a push */
+    s_edge(c, 2, true, 3000);
+    json_t *got = s_collect(c);
+    cr_assert_str_eq(s_clicks(got), "pushed_short", "held 3 s, short under long_ms 5000: %s",
+                     h_dump(got));
+    json_decref(got);
+    lc_client_destroy(&c);
+}
