@@ -12,14 +12,19 @@ Their output follows, one line each, with the module's name. Stop with Ctrl-C.
 
 In another terminal:
   export LC_BUS=$bus PATH=$bin:\$PATH
-  lc call launcher.status --pretty         # every module: state, pid, restarts
+  lc-spy                                   # every message on the bus, live (Ctrl-C ends)
+  lc list                                  # modules: state, pid, methods, subscriptions
+  lc call gpio.sim_set_input line=22 value=0   # press the simulated button (pull-up:
+  lc call gpio.sim_set_input line=22 value=1   #   0 is pressed); on release: pushed_short,
+                                               #   and the controller toggles line 27
+  lc call gpio.get_output_state line=27    # "on" after the first click
+  lc emit webpage_trigger                  # the controller steps lines 4, 17 and 27
+  lc call gpio.sim_output_log --pretty     # every output change with its time
   lc call echo.echo text=hello n=3         # a call: {"text":"hello","n":3}
   lc listen '*'                            # every event on the bus, as it happens
-  lc emit door_opened door=front           # an event; the module 'listener' records it
-  lc call listener.recorded --pretty       # what it recorded, with the transaction id
-  lc enqueue echo.record n=1               # a task through the broker's queue
+  lc call launcher.status --pretty         # every module: state, pid, restarts
   kill -9 \$(pidof lc-echo | cut -d' ' -f1)  # a crash: lc-launch restarts the module
-  lc call broker.stats --pretty            # the bus's counters
+  lc stats                                 # the bus's counters
 
 EOT
 exec "$bin/lc-launch" config/demo.yaml
