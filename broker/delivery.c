@@ -154,6 +154,20 @@ static void s_item_retire(broker_t *self, bq_item_t *it)
 
 /* The record of a queued item for lc-spy, as it would be delivered. */
 static void s_tap_item(broker_t *self, int what, const bq_item_t *it, const char *address,
+                       const char *to, size_t tolen);
+
+/* A lost copy, named as the sender addressed it: module.method for a task. */
+static void s_tap_lost(broker_t *self, const bq_item_t *it, const module_t *m)
+{
+    char addr[LC_ADDRESS_MAX + 1];
+    if (it->kind == BQ_TASK)
+        snprintf(addr, sizeof addr, "%s.%s", m->name, it->name);
+    else
+        snprintf(addr, sizeof addr, "%s", it->name);
+    s_tap_item(self, TAP_LOST, it, addr, m->name, strlen(m->name));
+}
+
+static void s_tap_item(broker_t *self, int what, const bq_item_t *it, const char *address,
                        const char *to, size_t tolen)
 {
     lc_hdr_t h = {.type = it->kind == BQ_TASK ? LC_MSG_TASK : LC_MSG_EVENT,
@@ -365,7 +379,7 @@ static void s_offer(fanout_t *fo, module_t *m)
         if (fo->dropped)
             json_array_append_new(fo->dropped, json_string(m->name));
         if (broker_tapping(self))
-            s_tap_item(self, TAP_LOST, &fo->proto, fo->proto.name, m->name, strlen(m->name));
+            s_tap_lost(self, &fo->proto, m);
         return;
     }
     bq_item_t *it = calloc(1, sizeof *it);
@@ -620,7 +634,7 @@ void broker_inflight_lost(broker_t *self, module_t *m, bool crashed)
                            it->kind == BQ_TASK ? "task" : "event", it->name,
                            (unsigned long long)it->id, it->source, m->name);
             if (broker_tapping(self))
-                s_tap_item(self, TAP_LOST, it, it->name, m->name, strlen(m->name));
+                s_tap_lost(self, it, m);
             s_item_retire(self, it);
         } else {
             back[k++] = it;
@@ -647,7 +661,7 @@ void broker_queue_discard(broker_t *self, module_t *m)
         m->count.lost++;
         self->stats.lost++;
         if (broker_tapping(self))
-            s_tap_item(self, TAP_LOST, it, it->name, m->name, strlen(m->name));
+            s_tap_lost(self, it, m);
         s_item_retire(self, it);
     }
 }

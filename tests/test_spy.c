@@ -555,3 +555,39 @@ Test(spy, clear_errors_for_bad_use)
     cr_assert_eq(WEXITSTATUS(h_wait_exit(p, 10000)), 2);
     cr_assert(strstr(h_log(p), "--quiet only makes sense with --record"), "%s", h_log(p));
 }
+
+static void s_ignore(lc_client_t *self, int rc, json_t *result, void *arg)
+{
+    (void)self, (void)rc, (void)result, (void)arg;
+}
+
+/* A subscriber whose backlog is full loses its copy: the spy shows the loss, names the
+ * module, and says the event reached nobody rather than that nobody listened. */
+Test(spy, lost_copies_are_shown_with_their_module)
+{
+    h_broker("--max-backlog", "1", NULL);
+    h_echo_with("e1", "--listen", "ev", "--window", "1", NULL);
+    proc_t *text = s_spy("text", "--color", "never", "--event", "ev", NULL);
+    proc_t *json = s_spy("json", "--json", "--errors", NULL);
+    lc_client_t *c = h_client();
+    /* e1's loop is held, so one copy waits in its window, one in its backlog. */
+    cr_assert_eq(lc_call_async(c, "e1.block", json_pack("{s:i}", "ms", 3000), 10000, s_ignore, NULL),
+                 0);
+    h_wait_module_int(c, "e1", "calls_in", 1, 10000);
+    for (int i = 0; i < 3; i++) {
+        json_t *info = NULL;
+        int rc = lc_emit_wait(c, "ev", json_pack("{s:i}", "i", i), 0, 10000, &info);
+        cr_assert_eq(rc, 0, "%s", lc_strerror(rc));
+        json_decref(info);
+    }
+    char *log = h_wait_log(text, "(1 lost)", 1, 10000);
+    cr_assert(strstr(log, "lost     ") && strstr(log, "→ ev, copy for e1"), "%s", log);
+    free(log);
+    free(h_wait_log(json, "\"type\":\"lost\"", 1, 10000));
+    json_t *lines = s_lines(json);
+    json_t *lost = s_find(lines, "type", "lost", NULL);
+    cr_assert(lost && s_to_has(lost, "e1") && strcmp(h_str(lost, "target"), "ev") == 0, "%s",
+              h_dump(lines));
+    json_decref(lines);
+    lc_client_destroy(&c);
+}

@@ -69,6 +69,7 @@ typedef struct {
     FILE *record;
     bool quiet;
     uint64_t count; /* 0: no limit */
+    int out_errno;  /* the first failed write of the output */
 } spy_t;
 
 /* Returns true when --count is reached. */
@@ -86,8 +87,8 @@ static bool s_take(spy_t *spy, const uint8_t *data, size_t size)
                         "(is the broker of another version?); skipped\n", size);
         return false;
     }
-    if (trace_record(&spy->trace, &r))
-        fflush(spy->trace.out);
+    if (trace_record(&spy->trace, &r) && fflush(spy->trace.out) != 0 && !spy->out_errno)
+        spy->out_errno = errno;
     return spy->count && spy->trace.shown >= spy->count;
 }
 
@@ -362,10 +363,18 @@ int main(int argc, char **argv)
                 continue; /* before our own subscription arrived: a partial picture */
             stop = s_take(&spy, data, size);
         }
-        if (ferror(stdout)) {
-            rc = errno == EPIPE ? EXIT_OK : EXIT_FAIL;
+        /* A reader that went away (lc-spy | head) ends the trace normally. */
+        if (spy.out_errno) {
+            if (spy.out_errno != EPIPE) {
+                fprintf(stderr, "lc-spy: cannot write the output: %s\n",
+                        strerror(spy.out_errno));
+                rc = EXIT_FAIL;
+            }
             break;
         }
+        /* A recording is complete up to the last batch, even while it is being written. */
+        if (spy.record && fflush(spy.record) != 0)
+            die(EXIT_FAIL, "cannot write the recording %s: %s", record, strerror(errno));
     }
     zmq_msg_close(&msg);
     zmq_close(sub);

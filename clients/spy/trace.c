@@ -498,6 +498,15 @@ bool trace_record(trace_t *self, const rec_t *r)
         }
     }
 
+    /* A fan-out's lost copies are recorded before the event itself. */
+    if (r->what == REC_LOST && t == LC_MSG_EVENT) {
+        self->lost_n = self->lost_id == r->h.id ? self->lost_n + 1 : 1;
+        self->lost_id = r->h.id;
+    }
+    int lost = r->what == REC_ACCEPTED && t == LC_MSG_EVENT && self->lost_id == r->h.id
+                   ? self->lost_n
+                   : 0;
+
     int depth = 0;
     if (self->filter.tx && r->h.tx == self->filter.tx && r->h.id) {
         uintptr_t pd = (uintptr_t)idmap_get(&self->depth, r->h.parent);
@@ -522,6 +531,10 @@ bool trace_record(trace_t *self, const rec_t *r)
             if (r->what == REC_LOST)
                 snprintf(route, sizeof route, "%.*s → %.*s, copy for %.*s", sl, src,
                          (int)r->alen, r->address, (int)r->tolen, r->to);
+            else if (lost)
+                snprintf(route, sizeof route, "%.*s → %.*s ⇒ %.*s%s(%d lost)", sl, src,
+                         (int)r->alen, r->address, (int)r->tolen, r->to, r->tolen ? " " : "",
+                         lost);
             else
                 snprintf(route, sizeof route, "%.*s → %.*s ⇒ %s%.*s", sl, src, (int)r->alen,
                          r->address, r->tolen ? "" : "(no subscriber)", (int)r->tolen, r->to);

@@ -57,6 +57,8 @@ typedef struct {
     idmap_t pending;
     idmap_t depth; /* --tx: id -> depth + 1, to draw the causal tree */
     uint64_t shown, dropped, next_seq;
+    uint64_t lost_id; /* the event whose copies were last reported lost, and how many */
+    int lost_n;
 } trace_t;
 
 void trace_init(trace_t *self);
