@@ -204,11 +204,15 @@ static bool s_words_match(regex_t *re, const char *words)
     return false;
 }
 
+static bool s_alone; /* --alone: without the baselines' scenarios */
+
 static void s_select(scenario_t *s)
 {
     if (s->selected)
         return;
     s->selected = true;
+    if (s_alone)
+        return;
     char buf[256];
     snprintf(buf, sizeof buf, "%s", s->needs ? s->needs : "");
     char *save = NULL;
@@ -378,6 +382,7 @@ static void s_usage(FILE *out)
             "  -s, --secs S       measuring window of the timed scenarios (default 1)\n"
             "  -o, --only REGEX   only the scenarios whose name or a figure's key matches\n"
             "                     (with the scenarios giving their baselines)\n"
+            "  -a, --alone        with --only: without the baselines' scenarios (profiling)\n"
             "  -q, --quick        every scenario once and briefly (CI: keeps it working)\n"
             "  -j, --json FILE    also write the results with the machine's description\n"
             "  -b, --bin DIR      where lc-broker, lc-echo, lc-launch (and lc-spy) are\n"
@@ -422,14 +427,15 @@ int main(int argc, char **argv)
         {"reps", required_argument, NULL, 'r'}, {"secs", required_argument, NULL, 's'},
         {"only", required_argument, NULL, 'o'}, {"quick", no_argument, NULL, 'q'},
         {"json", required_argument, NULL, 'j'}, {"bin", required_argument, NULL, 'b'},
-        {"list", no_argument, NULL, 'l'},       {"help", no_argument, NULL, 'h'},
+        {"list", no_argument, NULL, 'l'},       {"alone", no_argument, NULL, 'a'},
+        {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},    {NULL, 0, NULL, 0},
     };
     const char *only = NULL, *json_path = NULL, *bin = NULL;
     int reps = -1, opt;
     double secs = -1;
     bool list = false;
-    while ((opt = getopt_long(argc, argv, "r:s:o:qj:b:lhV", longopts, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "r:s:o:qj:b:lahV", longopts, NULL)) != -1) {
         char *end;
         switch (opt) {
         case 'r':
@@ -460,6 +466,9 @@ int main(int argc, char **argv)
             break;
         case 'l':
             list = true;
+            break;
+        case 'a':
+            s_alone = true;
             break;
         case 'h':
             s_usage(stdout);
