@@ -44,9 +44,13 @@ typedef struct {
     size_t have;
 } proc_t;
 
-/* Starts argv (NULL-terminated) with stdout on a pipe (reports) and stderr to a log file in
- * the run's folder. Returns NULL (after saying why) if it cannot. */
-proc_t *proc_start(const char *name, char *const argv[]);
+/* Where a process's standard output goes: a pipe that proc_read() reads (a helper's
+ * reports), its log file, or /dev/null (lc-spy's records). */
+enum { OUT_PIPE, OUT_LOG, OUT_NULL };
+
+/* Starts argv (NULL-terminated) with stderr to a log file in the run's folder, stdout as
+ * out says. Returns NULL (after saying why) if it cannot. */
+proc_t *proc_start(const char *name, char *const argv[], int out);
 /* Starts this program in a helper role: `lc-bench --role ROLE ARGS...`. */
 proc_t *proc_role(const char *name, const char *role, ...);
 /* Reads the next report line within timeout_ms; returns it (in p->line) or NULL. */

@@ -131,37 +131,55 @@ bool spy_available(void)
     return access(path, X_OK) == 0;
 }
 
-/* Attaches lc-spy (its records go to /dev/null) and waits until the broker shows one more
- * module or tool than before, or half a second. */
+static json_int_t s_stat(lc_client_t *c, const char *key, bool *have)
+{
+    json_t *res = NULL;
+    json_int_t v = 0;
+    *have = false;
+    if (lc_call(c, "broker.stats", NULL, &res, 5000) == 0 && json_object_get(res, key)) {
+        v = json_integer_value(json_object_get(res, key));
+        *have = true;
+    }
+    json_decref(res);
+    return v;
+}
+
+/* Attaches lc-spy (its records go to /dev/null) and waits until broker.stats counts one
+ * more spy. */
 static bool s_spy_attach(bus_t *b)
 {
     char path[4200];
     snprintf(path, sizeof path, "%s/lc-spy", cfg.bin);
     char *argv[] = {path, "--bus", b->ep, "--json", NULL};
-    json_t *res = NULL;
-    long before = 0, now = 0;
-    if (lc_call(b->c, "broker.stats", NULL, &res, 5000) == 0)
-        before = (long)json_integer_value(json_object_get(res, "modules"));
-    json_decref(res);
-    b->spy = proc_start("spy", argv);
+    bool have;
+    json_int_t before = s_stat(b->c, "spies", &have);
+    if (!have) {
+        bench_fail("this broker counts no spies in broker.stats: is it older than lc-spy?");
+        return false;
+    }
+    b->spy = proc_start("spy", argv, OUT_NULL);
     if (!b->spy)
         return false;
-    int64_t deadline = now_us() + 500000;
-    while (now_us() < deadline) {
-        res = NULL;
-        if (lc_call(b->c, "broker.stats", NULL, &res, 5000) == 0)
-            now = (long)json_integer_value(json_object_get(res, "modules"));
-        json_decref(res);
-        if (now > before)
-            break;
+    int64_t deadline = now_us() + 10000000;
+    while (s_stat(b->c, "spies", &have) <= before) {
+        int st;
+        if (now_us() > deadline || waitpid(b->spy->pid, &st, WNOHANG) == b->spy->pid) {
+            bench_fail("lc-spy did not attach to %s within 10 s:\n%s", b->ep, proc_log(b->spy));
+            return false;
+        }
         usleep(2000);
     }
-    int st;
-    if (waitpid(b->spy->pid, &st, WNOHANG) == b->spy->pid) {
-        bench_fail("lc-spy ended at once:\n%s", proc_log(b->spy));
-        return false;
-    }
     return true;
+}
+
+/* Says so when the spy could not keep up (records the broker dropped for it). */
+static void s_spy_check(bus_t *b)
+{
+    bool have;
+    json_int_t lost = b->spy ? s_stat(b->c, "tap_dropped", &have) : 0;
+    if (lost)
+        fprintf(stderr, "lc-bench: note: the spy could not keep up; the broker dropped %lld "
+                        "records for it\n", (long long)lost);
 }
 
 static bool s_bus_up(bus_t *b, const char *name, int n, const char *prefix, bool big,
@@ -510,6 +528,7 @@ static bool s_events_run(int k, bool spy, double *rate)
             ok = true;
         }
     }
+    s_spy_check(&b);
     s_bus_down(&b);
     return ok;
 }
@@ -615,6 +634,8 @@ void sc_spy(void)
     s_bus_down(&b);
     ok = ok && s_bus_up(&b, "bus", 1, "w", false, true, NULL) &&
          s_calls(&b, 1, 64, &r1, &p50, &p99);
+    if (ok)
+        s_spy_check(&b);
     s_bus_down(&b);
     if (ok)
         bench_record("spy_call_ratio", r1 / r0);

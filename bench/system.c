@@ -88,7 +88,7 @@ void sc_startup(void)
 
     char *argv[] = {launch, file, NULL};
     int64_t t0 = now_us();
-    proc_t *p = proc_start("launch", argv);
+    proc_t *p = proc_start("launch", argv, OUT_LOG);
     if (!p)
         return;
     lc_client_t *c = NULL;

@@ -20,7 +20,7 @@ int64_t now_us(void)
     return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
-proc_t *proc_start(const char *name, char *const argv[])
+proc_t *proc_start(const char *name, char *const argv[], int out)
 {
     proc_t *p = calloc(1, sizeof *p);
     int fds[2];
@@ -41,7 +41,8 @@ proc_t *proc_start(const char *name, char *const argv[])
     }
     if (p->pid == 0) {
         int log = open(p->log, O_WRONLY | O_CREAT | O_APPEND, 0600);
-        dup2(fds[1], 1);
+        int null = open("/dev/null", O_WRONLY);
+        dup2(out == OUT_PIPE ? fds[1] : out == OUT_LOG ? log : null, 1);
         if (log >= 0)
             dup2(log, 2);
         sigset_t none;
@@ -70,7 +71,7 @@ proc_t *proc_role(const char *name, const char *role, ...)
         argv[n++] = (char *)a;
     va_end(ap);
     argv[n] = NULL;
-    return proc_start(name, argv);
+    return proc_start(name, argv, OUT_PIPE);
 }
 
 const char *proc_read(proc_t *p, int timeout_ms)
@@ -177,7 +178,7 @@ proc_t *broker_start(const char *ep, ...)
         argv[n++] = (char *)a;
     va_end(ap);
     argv[n] = NULL;
-    proc_t *p = proc_start("broker", argv);
+    proc_t *p = proc_start("broker", argv, OUT_LOG);
     if (!p)
         return NULL;
     lc_client_t *c = client_new(ep);
