@@ -19,3 +19,16 @@ bench: deps
 bench-quick: deps
 	@$(MAKE) --no-print-directory all
 	@$(BUILD)/bin/lc-bench --quick $(BENCH_ARGS)
+
+# The same workloads through mosquitto and a private dbus-daemon. Only this target needs
+# libmosquitto and libsystemd; scripts/bench-peers-deps.sh installs them when missing.
+.PHONY: bench-peers
+$(BUILD)/bin/lc-bench-peers: $(BUILD)/obj/bench/peers.o
+	@mkdir -p $(@D)
+	@echo "  LD      $@"
+	$(Q)$(CC) $(LDFLAGS_ALL) -o $@ $^ -lmosquitto -lsystemd
+
+bench-peers: deps
+	@scripts/bench-peers-deps.sh
+	@$(MAKE) --no-print-directory all $(BUILD)/bin/lc-bench-peers
+	@$(BUILD)/bin/lc-bench --peers --only '^(call_depth1|call_depth16|events|peers)$$' $(BENCH_ARGS)

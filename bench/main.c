@@ -73,6 +73,12 @@ static figure_t s_figs[] = {
     FIG("spy_call_ratio", "x", NULL, '>', 0.9, false),
     FIG("spy_events_ratio", "x", NULL, '>', 0.9, false),
     FIG("gone_detect_ms", "ms", NULL, '<', 100, false),
+    FIG("mqtt_depth1_rate", "calls/s", "relay_depth1_rate", 0, 0, true),
+    FIG("mqtt_depth16_rate", "calls/s", "relay_depth16_rate", 0, 0, true),
+    FIG("mqtt_events_k4_rate", "deliv/s", "relay_oneway_rate", 0, 0, true),
+    FIG("dbus_depth1_rate", "calls/s", "relay_depth1_rate", 0, 0, true),
+    FIG("dbus_depth16_rate", "calls/s", "relay_depth16_rate", 0, 0, true),
+    FIG("dbus_signals_k4_rate", "deliv/s", "relay_oneway_rate", 0, 0, true),
 };
 #define NFIGS (sizeof s_figs / sizeof s_figs[0])
 
@@ -156,6 +162,34 @@ static void s_spy(void)
 }
 static void s_gone(void) { sc_gone(); }
 
+/* mosquitto and dbus-daemon, through lc-bench-peers (built by `make bench-peers`). */
+static void s_peers(void)
+{
+    char path[4200];
+    snprintf(path, sizeof path, "%s/lc-bench-peers", cfg.bin);
+    if (access(path, X_OK) < 0) {
+        bench_fail("no %s: build it with `make bench-peers`", path);
+        return;
+    }
+    char secs[32];
+    snprintf(secs, sizeof secs, "%g", cfg.secs);
+    char *argv[] = {path, "--secs", secs, "--dir", cfg.dir, NULL};
+    proc_t *p = proc_start("peers", argv, OUT_PIPE);
+    const char *line;
+    int n = 0;
+    while (p && (line = proc_read(p, 120000))) {
+        char key[64];
+        double v;
+        if (sscanf(line, "%63s %lf", key, &v) == 2 && v > 0) {
+            bench_record(key, v);
+            n++;
+        }
+    }
+    if (p && !n)
+        bench_fail("lc-bench-peers measured nothing:\n%s", proc_log(p));
+    proc_stop(&p, SIGKILL, 1000);
+}
+
 /* In the order they run in each repetition: the baselines first. `needs` names the
  * scenarios whose figures are this one's baselines; they run with it under --only. */
 typedef struct {
@@ -190,6 +224,10 @@ static scenario_t s_scen[] = {
      false},
     {"spy", s_spy, "spy_call_ratio spy_events_ratio", NULL, false},
     {"gone", s_gone, "gone_detect_ms", NULL, false},
+    /* Only with --peers. */
+    {"peers", s_peers, "mqtt_depth1_rate mqtt_depth16_rate mqtt_events_k4_rate dbus_depth1_rate "
+                       "dbus_depth16_rate dbus_signals_k4_rate",
+     "relay_depth1 relay_depth16 relay_oneway", false},
 };
 #define NSCEN (sizeof s_scen / sizeof s_scen[0])
 
@@ -387,6 +425,8 @@ static void s_usage(FILE *out)
             "  -j, --json FILE    also write the results with the machine's description\n"
             "  -b, --bin DIR      where lc-broker, lc-echo, lc-launch (and lc-spy) are\n"
             "                     (default: this program's folder)\n"
+            "  -p, --peers        also through mosquitto and a private dbus-daemon\n"
+            "                     (needs lc-bench-peers: make bench-peers)\n"
             "  -l, --list         list the scenarios and their figures, and exit\n"
             "  -h, --help         show this help and exit\n"
             "  -V, --version      show the version and exit\n"
@@ -428,14 +468,15 @@ int main(int argc, char **argv)
         {"only", required_argument, NULL, 'o'}, {"quick", no_argument, NULL, 'q'},
         {"json", required_argument, NULL, 'j'}, {"bin", required_argument, NULL, 'b'},
         {"list", no_argument, NULL, 'l'},       {"alone", no_argument, NULL, 'a'},
+        {"peers", no_argument, NULL, 'p'},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},    {NULL, 0, NULL, 0},
     };
     const char *only = NULL, *json_path = NULL, *bin = NULL;
     int reps = -1, opt;
     double secs = -1;
-    bool list = false;
-    while ((opt = getopt_long(argc, argv, "r:s:o:qj:b:lahV", longopts, NULL)) != -1) {
+    bool list = false, peers = false;
+    while ((opt = getopt_long(argc, argv, "r:s:o:qj:b:laphV", longopts, NULL)) != -1) {
         char *end;
         switch (opt) {
         case 'r':
@@ -469,6 +510,9 @@ int main(int argc, char **argv)
             break;
         case 'a':
             s_alone = true;
+            break;
+        case 'p':
+            peers = true;
             break;
         case 'h':
             s_usage(stdout);
@@ -523,12 +567,15 @@ int main(int argc, char **argv)
             return 2;
         }
         for (size_t i = 0; i < NSCEN; i++)
-            if (regexec(&re, s_scen[i].name, 0, NULL, 0) == 0 || s_words_match(&re, s_scen[i].keys))
+            if ((s_scen[i].run != s_peers || peers) &&
+                (regexec(&re, s_scen[i].name, 0, NULL, 0) == 0 ||
+                 s_words_match(&re, s_scen[i].keys)))
                 s_select(&s_scen[i]);
         regfree(&re);
     } else {
         for (size_t i = 0; i < NSCEN; i++)
-            s_scen[i].selected = true;
+            if (s_scen[i].run != s_peers || peers)
+                s_select(&s_scen[i]);
     }
 
     snprintf(cfg.dir, sizeof cfg.dir, "/tmp/lc-bench-XXXXXX");
