@@ -578,6 +578,14 @@ int main(int argc, char **argv)
                 s_select(&s_scen[i]);
     }
 
+    bool any = false;
+    for (size_t i = 0; i < NSCEN; i++)
+        any = any || s_scen[i].selected;
+    if (!any) {
+        fprintf(stderr, "lc-bench: no scenario matches --only '%s'; see lc-bench --list\n",
+                only ? only : "");
+        return 2;
+    }
     snprintf(cfg.dir, sizeof cfg.dir, "/tmp/lc-bench-XXXXXX");
     if (!mkdtemp(cfg.dir)) {
         fprintf(stderr, "lc-bench: cannot create a temporary folder in /tmp: %s\n",

@@ -178,7 +178,7 @@ static void s_spy_check(bus_t *b)
     bool have;
     json_int_t lost = b->spy ? s_stat(b->c, "tap_dropped", &have) : 0;
     if (lost)
-        fprintf(stderr, "lc-bench: note: the spy could not keep up; the broker dropped %lld "
+        fprintf(stderr, "\nlc-bench: note: the spy could not keep up; the broker dropped %lld "
                         "records for it\n", (long long)lost);
 }
 
