@@ -244,6 +244,25 @@ static bool s_words_match(regex_t *re, const char *words)
 
 static bool s_alone; /* --alone: without the baselines' scenarios */
 
+/* Whether space-separated words holds word exactly. */
+static bool s_has_word(const char *words, const char *word)
+{
+    size_t n = strlen(word);
+    for (const char *p = words; (p = strstr(p, word)); p += n)
+        if ((p == words || p[-1] == ' ') && (p[n] == ' ' || p[n] == 0))
+            return true;
+    return false;
+}
+
+/* Whether a scenario that ran was to give figure key. */
+static bool s_chosen(const char *key)
+{
+    for (size_t j = 0; j < NSCEN; j++)
+        if (s_scen[j].selected && s_has_word(s_scen[j].keys, key))
+            return true;
+    return false;
+}
+
 static void s_select(scenario_t *s)
 {
     if (s->selected)
@@ -319,10 +338,7 @@ static void s_print_table(void)
                      s_num(e, sizeof e, f->target), f->on_ratio ? "x" : "");
         if (!s_stats(f, &med, &min, &max)) {
             bool skipped = strncmp(f->key, "spy_", 4) == 0 && !spy_available();
-            bool chosen = false;
-            for (size_t j = 0; j < NSCEN; j++)
-                chosen = chosen || (s_scen[j].selected && strstr(s_scen[j].keys, f->key));
-            if (chosen)
+            if (s_chosen(f->key))
                 printf("%-24s %s\n", f->key,
                        skipped ? "skipped (lc-spy not built)" : "no result (failed)");
             continue;
@@ -381,8 +397,19 @@ static int s_write_json(const char *path, int argc, char **argv)
     for (size_t i = 0; i < NFIGS; i++) {
         figure_t *f = &s_figs[i];
         double med, min, max, bmed = 0, bmin, bmax;
-        if (!s_stats(f, &med, &min, &max))
+        if (!s_stats(f, &med, &min, &max)) {
+            /* A figure of a scenario that ran but gave none: say why, with null values. */
+            if (s_chosen(f->key))
+                json_array_append_new(
+                    results,
+                    json_pack("{s:s, s:s, s:n, s:n, s:n, s:n, s:n, s:n, s:s}", "key", f->key,
+                              "unit", f->unit, "median", "min", "max", "baseline_key",
+                              "baseline_median", "ratio", "skipped",
+                              strncmp(f->key, "spy_", 4) == 0 && !spy_available()
+                                  ? "lc-spy not built"
+                                  : "the scenario failed"));
             continue;
+        }
         bool hb = f->baseline && s_stats(s_fig(f->baseline), &bmed, &bmin, &bmax) && bmed;
         json_t *r = json_pack("{s:s, s:s, s:f, s:f, s:f, s:o, s:o, s:o}", "key", f->key, "unit",
                               f->unit, "median", med, "min", min, "max", max, "baseline_key",
