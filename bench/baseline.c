@@ -213,8 +213,8 @@ void sc_relay_oneway(void)
         const char *line = proc_read(worker, 30000);
         long long got = 0, t1 = 0;
         if (!line || sscanf(line, "%lld %lld", &got, &t1) != 2) {
-            bench_fail("relay baseline (one way): the worker did not receive %ld messages:\n%s",
-                       n, proc_log(worker));
+            bench_fail("relay baseline (one way): the worker did not receive %ld messages:\n%s", n,
+                       proc_log(worker));
             break;
         }
         if (round == 1)

@@ -13,13 +13,13 @@
 /* ---- Settings of the run (main.c) ---------------------------------------------------- */
 
 typedef struct {
-    int reps;          /* repetitions of every scenario */
-    double secs;       /* measuring window of the timed scenarios */
-    bool quick;        /* every scenario briefly */
-    const char *bin;   /* folder of lc-broker, lc-echo, lc-launch (and lc-spy) */
-    char self[4096];   /* this program, started again with --role for the helpers */
-    char dir[256];     /* temporary folder of the run: endpoints, logs, system files */
-    int tasks;         /* items of the tasks and queue-memory scenarios */
+    int reps;        /* repetitions of every scenario */
+    double secs;     /* measuring window of the timed scenarios */
+    bool quick;      /* every scenario briefly */
+    const char *bin; /* folder of lc-broker, lc-echo, lc-launch (and lc-spy) */
+    char self[4096]; /* this program, started again with --role for the helpers */
+    char dir[256];   /* temporary folder of the run: endpoints, logs, system files */
+    int tasks;       /* items of the tasks and queue-memory scenarios */
 } bench_cfg_t;
 
 extern bench_cfg_t cfg;
@@ -36,10 +36,10 @@ bool bench_failed(void);
 
 typedef struct {
     pid_t pid;
-    int out;          /* its standard output (reports), or -1 */
+    int out; /* its standard output (reports), or -1 */
     char name[64];
-    char log[320];    /* its standard error goes here */
-    char line[256];   /* the last report line read */
+    char log[320];  /* its standard error goes here */
+    char line[256]; /* the last report line read */
     char buf[4096];
     size_t have;
 } proc_t;

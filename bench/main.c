@@ -28,14 +28,17 @@ typedef struct {
     const char *key;
     const char *unit;
     const char *baseline;
-    char op;       /* '>' at least, '<' at most, 0 none */
+    char op; /* '>' at least, '<' at most, 0 none */
     double target;
     bool on_ratio;
     double v[MAX_REPS];
     int n;
 } figure_t;
 
-#define FIG(k, u, b, o, t, r) {.key = k, .unit = u, .baseline = b, .op = o, .target = t, .on_ratio = r}
+#define FIG(k, u, b, o, t, r)                                                                      \
+    {                                                                                              \
+        .key = k, .unit = u, .baseline = b, .op = o, .target = t, .on_ratio = r                    \
+    }
 static figure_t s_figs[] = {
     FIG("uds_pingpong_rate", "calls/s", NULL, 0, 0, false),
     FIG("uds_relay_rate", "calls/s", "uds_pingpong_rate", 0, 0, false),
@@ -117,16 +120,29 @@ bool bench_failed(void)
     return s_failed;
 }
 
-/* ---- Scenarios -------------------------------------------------------------------------------- */
+/* ---- Scenarios --------------------------------------------------------------------------------
+ */
 
-static void s_uds_pp(void) { sc_uds_pingpong(); }
-static void s_uds_rl(void) { sc_uds_relay(); }
+static void s_uds_pp(void)
+{
+    sc_uds_pingpong();
+}
+static void s_uds_rl(void)
+{
+    sc_uds_relay();
+}
 static void s_relay1(void)
 {
     sc_relay_call(1, 64, "relay_depth1_rate", "relay_depth1_p50_us", "relay_depth1_p99_us");
 }
-static void s_relay16(void) { sc_relay_call(16, 64, "relay_depth16_rate", NULL, NULL); }
-static void s_relay_ow(void) { sc_relay_oneway(); }
+static void s_relay16(void)
+{
+    sc_relay_call(16, 64, "relay_depth16_rate", NULL, NULL);
+}
+static void s_relay_ow(void)
+{
+    sc_relay_oneway();
+}
 static void s_relay_pl(void)
 {
     sc_relay_call(1, 1024, "relay_1k_rate", NULL, NULL);
@@ -137,30 +153,51 @@ static void s_call1(void)
 {
     sc_call(1, 64, "call_depth1_rate", "call_depth1_p50_us", "call_depth1_p99_us");
 }
-static void s_call16(void) { sc_call(16, 64, "call_depth16_rate", NULL, NULL); }
-static void s_threads(void) { sc_call_threads(); }
-static void s_tasks(void) { sc_tasks(); }
+static void s_call16(void)
+{
+    sc_call(16, 64, "call_depth16_rate", NULL, NULL);
+}
+static void s_threads(void)
+{
+    sc_call_threads();
+}
+static void s_tasks(void)
+{
+    sc_tasks();
+}
 static void s_events(void)
 {
     sc_events(1, "events_k1_rate", false);
     sc_events(4, "events_k4_rate", false);
     sc_events(16, "events_k16_rate", false);
 }
-static void s_prio(void) { sc_priority(); }
+static void s_prio(void)
+{
+    sc_priority();
+}
 static void s_payload(void)
 {
     sc_call(1, 1024, "payload_1k_rate", NULL, NULL);
     sc_call(1, 65536, "payload_64k_rate", NULL, NULL);
     sc_call(1, 1048576, "payload_1m_rate", NULL, NULL);
 }
-static void s_startup(void) { sc_startup(); }
-static void s_memory(void) { sc_memory(); }
+static void s_startup(void)
+{
+    sc_startup();
+}
+static void s_memory(void)
+{
+    sc_memory();
+}
 static void s_spy(void)
 {
     if (spy_available())
         sc_spy();
 }
-static void s_gone(void) { sc_gone(); }
+static void s_gone(void)
+{
+    sc_gone();
+}
 
 /* mosquitto and dbus-daemon, through lc-bench-peers (built by `make bench-peers`). */
 static void s_peers(void)
@@ -213,20 +250,22 @@ static scenario_t s_scen[] = {
     {"call_depth16", s_call16, "call_depth16_rate", "relay_depth16", false},
     {"call_threads8", s_threads, "call_threads8_rate", "relay_depth16", false},
     {"tasks", s_tasks, "tasks_rate enqueue_rate", "relay_oneway", false},
-    {"events", s_events, "events_k1_rate events_k4_rate events_k16_rate", "relay_oneway",
-     false},
+    {"events", s_events, "events_k1_rate events_k4_rate events_k16_rate", "relay_oneway", false},
     {"priority", s_prio, "priority_latency_us priority_lowest_before", "call_depth1", false},
     {"payload", s_payload, "payload_1k_rate payload_64k_rate payload_1m_rate", "relay_payload",
      false},
-    {"startup", s_startup, "startup10_ms exit10_ms system10_pss_kib module_private_kib "
-                           "module_rss_kib", NULL, false},
+    {"startup", s_startup,
+     "startup10_ms exit10_ms system10_pss_kib module_private_kib "
+     "module_rss_kib",
+     NULL, false},
     {"memory", s_memory, "broker_rss_idle_kib broker_rss_100_kib broker_bytes_per_queued", NULL,
      false},
     {"spy", s_spy, "spy_call_ratio spy_events_ratio", NULL, false},
     {"gone", s_gone, "gone_detect_ms", NULL, false},
     /* Only with --peers. */
-    {"peers", s_peers, "mqtt_depth1_rate mqtt_depth16_rate mqtt_events_k4_rate dbus_depth1_rate "
-                       "dbus_depth16_rate dbus_signals_k4_rate",
+    {"peers", s_peers,
+     "mqtt_depth1_rate mqtt_depth16_rate mqtt_events_k4_rate dbus_depth1_rate "
+     "dbus_depth16_rate dbus_signals_k4_rate",
      "relay_depth1 relay_depth16 relay_oneway", false},
 };
 #define NSCEN (sizeof s_scen / sizeof s_scen[0])
@@ -279,7 +318,8 @@ static void s_select(scenario_t *s)
                 s_select(&s_scen[i]);
 }
 
-/* ---- Results ----------------------------------------------------------------------------------- */
+/* ---- Results -----------------------------------------------------------------------------------
+ */
 
 static int s_cmp_d(const void *a, const void *b)
 {
@@ -334,8 +374,9 @@ static void s_print_table(void)
         double med, min, max, bmed = 0, bmin, bmax;
         char a[32], b[32], c[32], d[32], e[32], range[48], target[48] = "";
         if (f->op)
-            snprintf(target, sizeof target, "%s %s%s", f->op == '>' ? ">=" : "<=",
-                     s_num(e, sizeof e, f->target), f->on_ratio ? "x" : "");
+            snprintf(target, sizeof target, "%s %s%s",
+                     f->op == '>' ? ">=" : "<=", s_num(e, sizeof e, f->target),
+                     f->on_ratio ? "x" : "");
         if (!s_stats(f, &med, &min, &max)) {
             bool skipped = strncmp(f->key, "spy_", 4) == 0 && !spy_available();
             if (s_chosen(f->key))
@@ -345,12 +386,13 @@ static void s_print_table(void)
         }
         bool hb = f->baseline && s_stats(s_fig(f->baseline), &bmed, &bmin, &bmax) && bmed;
         double ratio = hb ? med / bmed : 0;
-        snprintf(range, sizeof range, "[%s - %s]", s_num(a, sizeof a, min), s_num(b, sizeof b, max));
+        snprintf(range, sizeof range, "[%s - %s]", s_num(a, sizeof a, min),
+                 s_num(b, sizeof b, max));
         char verdict[64];
         snprintf(verdict, sizeof verdict, "%s %s", target, s_verdict(f, med, ratio, hb));
         printf("%-24s %10s %-8s %-21s %-20s %10s %7s  %s\n", f->key, s_num(c, sizeof c, med),
-               f->unit, range, f->baseline && hb ? f->baseline : "", hb ? s_num(d, sizeof d, bmed) : "",
-               hb ? s_num(e, sizeof e, ratio) : "", verdict);
+               f->unit, range, f->baseline && hb ? f->baseline : "",
+               hb ? s_num(d, sizeof d, bmed) : "", hb ? s_num(e, sizeof e, ratio) : "", verdict);
     }
 }
 
@@ -384,11 +426,11 @@ static json_t *s_machine(int argc, char **argv)
     char when[64];
     strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
     return json_pack("{s:i, s:s, s:s, s:s, s:I, s:s, s:s, s:s, s:s, s:i, s:f, s:b}", "nproc",
-                     (int)sysconf(_SC_NPROCESSORS_ONLN), "cpu", model, "kernel", u.release,
-                     "arch", u.machine, "mem_kib",
-                     (json_int_t)sysconf(_SC_PHYS_PAGES) * (sysconf(_SC_PAGESIZE) / 1024),
-                     "libzmq", zv, "lc", LC_VERSION, "date", when, "command", cmd, "reps",
-                     cfg.reps, "secs", cfg.secs, "quick", cfg.quick);
+                     (int)sysconf(_SC_NPROCESSORS_ONLN), "cpu", model, "kernel", u.release, "arch",
+                     u.machine, "mem_kib",
+                     (json_int_t)sysconf(_SC_PHYS_PAGES) * (sysconf(_SC_PAGESIZE) / 1024), "libzmq",
+                     zv, "lc", LC_VERSION, "date", when, "command", cmd, "reps", cfg.reps, "secs",
+                     cfg.secs, "quick", cfg.quick);
 }
 
 static int s_write_json(const char *path, int argc, char **argv)
@@ -401,13 +443,12 @@ static int s_write_json(const char *path, int argc, char **argv)
             /* A figure of a scenario that ran but gave none: say why, with null values. */
             if (s_chosen(f->key))
                 json_array_append_new(
-                    results,
-                    json_pack("{s:s, s:s, s:n, s:n, s:n, s:n, s:n, s:n, s:s}", "key", f->key,
-                              "unit", f->unit, "median", "min", "max", "baseline_key",
-                              "baseline_median", "ratio", "skipped",
-                              strncmp(f->key, "spy_", 4) == 0 && !spy_available()
-                                  ? "lc-spy not built"
-                                  : "the scenario failed"));
+                    results, json_pack("{s:s, s:s, s:n, s:n, s:n, s:n, s:n, s:n, s:s}", "key",
+                                       f->key, "unit", f->unit, "median", "min", "max",
+                                       "baseline_key", "baseline_median", "ratio", "skipped",
+                                       strncmp(f->key, "spy_", 4) == 0 && !spy_available()
+                                           ? "lc-spy not built"
+                                           : "the scenario failed"));
             continue;
         }
         bool hb = f->baseline && s_stats(s_fig(f->baseline), &bmed, &bmin, &bmax) && bmed;
@@ -417,11 +458,13 @@ static int s_write_json(const char *path, int argc, char **argv)
                               hb ? json_real(bmed) : json_null(), "ratio",
                               hb ? json_real(med / bmed) : json_null());
         if (f->op) {
-            json_object_set_new(r, "target", json_pack("{s:s, s:f, s:s}", "op",
-                                                       f->op == '>' ? ">=" : "<=", "value",
-                                                       f->target, "of",
-                                                       f->on_ratio ? "ratio" : "median"));
-            json_object_set_new(r, "met", json_boolean(strcmp(s_verdict(f, med, hb ? med / bmed : 0, hb), "met") == 0));
+            json_object_set_new(r, "target",
+                                json_pack("{s:s, s:f, s:s}", "op",
+                                          f->op == '>' ? ">=" : "<=", "value", f->target, "of",
+                                          f->on_ratio ? "ratio" : "median"));
+            json_object_set_new(
+                r, "met",
+                json_boolean(strcmp(s_verdict(f, med, hb ? med / bmed : 0, hb), "met") == 0));
         }
         json_array_append_new(results, r);
     }
@@ -433,7 +476,8 @@ static int s_write_json(const char *path, int argc, char **argv)
     return rc;
 }
 
-/* ---- main ---------------------------------------------------------------------------------------- */
+/* ---- main
+ * ---------------------------------------------------------------------------------------- */
 
 static void s_usage(FILE *out)
 {
@@ -495,8 +539,7 @@ int main(int argc, char **argv)
         {"only", required_argument, NULL, 'o'}, {"quick", no_argument, NULL, 'q'},
         {"json", required_argument, NULL, 'j'}, {"bin", required_argument, NULL, 'b'},
         {"list", no_argument, NULL, 'l'},       {"alone", no_argument, NULL, 'a'},
-        {"peers", no_argument, NULL, 'p'},
-        {"help", no_argument, NULL, 'h'},
+        {"peers", no_argument, NULL, 'p'},      {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},    {NULL, 0, NULL, 0},
     };
     const char *only = NULL, *json_path = NULL, *bin = NULL;

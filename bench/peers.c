@@ -117,7 +117,8 @@ static void s_kill(child_t *c)
     c->out = -1;
 }
 
-/* ---- MQTT ------------------------------------------------------------------------------------- */
+/* ---- MQTT -------------------------------------------------------------------------------------
+ */
 
 static int s_port;
 
@@ -244,8 +245,7 @@ static double s_mqtt_fanout(void)
     long n = (long)(s_secs * 200000) / s_k;
     int64_t t0 = s_now_us();
     for (long i = 0; i < n; i++)
-        while (mosquitto_publish(m, NULL, "bench/ev", 64, s_payload, 0, false) ==
-               MOSQ_ERR_NOMEM)
+        while (mosquitto_publish(m, NULL, "bench/ev", 64, s_payload, 0, false) == MOSQ_ERR_NOMEM)
             usleep(100);
     mosquitto_publish(m, NULL, "bench/ev", 4, "last", 0, false);
     long got = 0;
@@ -296,8 +296,9 @@ static void s_mqtt(void)
     FILE *f = fopen(conf, "w");
     if (!f)
         s_die("cannot write %s: %s", conf, strerror(errno));
-    fprintf(f, "listener %d 127.0.0.1\nallow_anonymous true\npersistence false\n"
-               "max_queued_messages 0\nlog_dest stderr\nlog_type error\n",
+    fprintf(f,
+            "listener %d 127.0.0.1\nallow_anonymous true\npersistence false\n"
+            "max_queued_messages 0\nlog_dest stderr\nlog_type error\n",
             s_port);
     fclose(f);
     char *argv[] = {(char *)prog, "-c", conf, NULL};
@@ -313,7 +314,8 @@ static void s_mqtt(void)
     mosquitto_lib_cleanup();
 }
 
-/* ---- D-Bus ------------------------------------------------------------------------------------- */
+/* ---- D-Bus -------------------------------------------------------------------------------------
+ */
 
 static char s_dbus_addr[512];
 
@@ -333,8 +335,7 @@ static sd_bus *s_bus_open(void)
             return b;
         sd_bus_unref(b);
         if (s_now_us() > deadline)
-            s_die("cannot connect to the private dbus-daemon at %s: %s", s_dbus_addr,
-                  strerror(-r));
+            s_die("cannot connect to the private dbus-daemon at %s: %s", s_dbus_addr, strerror(-r));
         usleep(5000);
     }
 }
@@ -380,8 +381,8 @@ static int s_role_dbus(const char *what)
         if (sd_bus_request_name(b, "lc.bench.worker", 0) < 0)
             s_die("cannot own lc.bench.worker");
     } else {
-        if (sd_bus_match_signal(b, NULL, NULL, "/lc/bench", "lc.Bench", "Ev", s_db_signal,
-                                NULL) < 0)
+        if (sd_bus_match_signal(b, NULL, NULL, "/lc/bench", "lc.Bench", "Ev", s_db_signal, NULL) <
+            0)
             s_die("cannot add the signal match");
     }
     printf("ready\n");
@@ -493,8 +494,7 @@ static double s_dbus_fanout(void)
         }
     }
     if (got < n * s_k)
-        fprintf(stderr, "lc-bench-peers: note: D-Bus delivered %ld of %ld signals\n", got,
-                n * s_k);
+        fprintf(stderr, "lc-bench-peers: note: D-Bus delivered %ld of %ld signals\n", got, n * s_k);
     sd_bus_flush_close_unref(b);
     for (int i = 0; i < s_k; i++)
         s_kill(&subs[i]);
@@ -544,11 +544,12 @@ int main(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-            printf("Usage: lc-bench-peers [--secs S] [--dir DIR]\n"
-                   "The request/reply and fan-out workloads of lc-bench through mosquitto (MQTT\n"
-                   "QoS 0) and a private dbus-daemon (sd-bus), on private sockets and 127.0.0.1.\n"
-                   "Prints KEY VALUE lines; `lc-bench --peers` (make bench-peers) runs it and puts\n"
-                   "them beside its own figures. See lc-bench(1), docs/performance.md.\n");
+            printf(
+                "Usage: lc-bench-peers [--secs S] [--dir DIR]\n"
+                "The request/reply and fan-out workloads of lc-bench through mosquitto (MQTT\n"
+                "QoS 0) and a private dbus-daemon (sd-bus), on private sockets and 127.0.0.1.\n"
+                "Prints KEY VALUE lines; `lc-bench --peers` (make bench-peers) runs it and puts\n"
+                "them beside its own figures. See lc-bench(1), docs/performance.md.\n");
             return 0;
         } else if (strcmp(argv[i], "--secs") == 0 && v)
             s_secs = atof(argv[++i]);

@@ -178,12 +178,14 @@ static void s_spy_check(bus_t *b)
     bool have;
     json_int_t lost = b->spy ? s_stat(b->c, "tap_dropped", &have) : 0;
     if (lost)
-        fprintf(stderr, "\nlc-bench: note: the spy could not keep up; the broker dropped %lld "
-                        "records for it\n", (long long)lost);
+        fprintf(stderr,
+                "\nlc-bench: note: the spy could not keep up; the broker dropped %lld "
+                "records for it\n",
+                (long long)lost);
 }
 
-static bool s_bus_up(bus_t *b, const char *name, int n, const char *prefix, bool big,
-                     bool spy, const char *const *extra)
+static bool s_bus_up(bus_t *b, const char *name, int n, const char *prefix, bool big, bool spy,
+                     const char *const *extra)
 {
     memset(b, 0, sizeof *b);
     endpoint(b->ep, sizeof b->ep, name);
@@ -206,8 +208,7 @@ static bool s_bus_up(bus_t *b, const char *name, int n, const char *prefix, bool
         }
     }
     b->c = client_new(b->ep);
-    int rc = b->c ? lc_call(b->c, "broker.wait", json_pack("{s:o}", "modules", names), NULL,
-                            20000)
+    int rc = b->c ? lc_call(b->c, "broker.wait", json_pack("{s:o}", "modules", names), NULL, 20000)
                   : LC_ENOBUS;
     if (rc < 0) {
         bench_fail("workers on %s did not become ready: %s\n%s", b->ep, lc_strerror(rc),
@@ -239,7 +240,8 @@ static bool s_dispatch_until(lc_client_t *c, const bool *flag, int timeout_ms)
     return true;
 }
 
-/* ---- (a), (b), (g): calls --------------------------------------------------------------------- */
+/* ---- (a), (b), (g): calls ---------------------------------------------------------------------
+ */
 
 typedef struct {
     lc_client_t *c;
@@ -356,8 +358,7 @@ static bool s_calls(bus_t *b, int depth, size_t size, double *rate, double *p50,
     return !k.failed;
 }
 
-void sc_call(int depth, size_t size, const char *key_rate, const char *key_p50,
-             const char *key_p99)
+void sc_call(int depth, size_t size, const char *key_rate, const char *key_p50, const char *key_p99)
 {
     bus_t b;
     if (!s_bus_up(&b, "bus", 1, "w", size > 64, false, NULL))
@@ -373,7 +374,8 @@ void sc_call(int depth, size_t size, const char *key_rate, const char *key_p50,
     s_bus_down(&b);
 }
 
-/* ---- (c): 8 threads calling through one client ------------------------------------------------ */
+/* ---- (c): 8 threads calling through one client ------------------------------------------------
+ */
 
 typedef struct {
     lc_client_t *c;
@@ -432,7 +434,8 @@ void sc_call_threads(void)
     s_bus_down(&b);
 }
 
-/* ---- (d): tasks ----------------------------------------------------------------------------------- */
+/* ---- (d): tasks
+ * ----------------------------------------------------------------------------------- */
 
 static long s_notices;
 
@@ -476,8 +479,8 @@ static int64_t s_send_items(bus_t *b, bool events, long n, long expect_total, in
             return 0;
         }
         if (count != expect_total) {
-            bench_fail("%s handled %ld items, %ld were sent: items were lost", b->w[i]->name,
-                       count, expect_total);
+            bench_fail("%s handled %ld items, %ld were sent: items were lost", b->w[i]->name, count,
+                       expect_total);
             return 0;
         }
         if (t > latest)
@@ -507,7 +510,8 @@ void sc_tasks(void)
     s_bus_down(&b);
 }
 
-/* ---- (e), (j): events to K subscribers ------------------------------------------------------------ */
+/* ---- (e), (j): events to K subscribers
+ * ------------------------------------------------------------ */
 
 static bool s_events_run(int k, bool spy, double *rate)
 {
@@ -540,7 +544,8 @@ void sc_events(int k, const char *key, bool spy)
         bench_record(key, rate);
 }
 
-/* ---- (f): priority under backlog ------------------------------------------------------------------- */
+/* ---- (f): priority under backlog
+ * ------------------------------------------------------------------- */
 
 void sc_priority(void)
 {
@@ -577,7 +582,8 @@ void sc_priority(void)
     s_bus_down(&b);
 }
 
-/* ---- (k): death detection ---------------------------------------------------------------------------- */
+/* ---- (k): death detection
+ * ---------------------------------------------------------------------------- */
 
 typedef struct {
     bool done;
@@ -623,17 +629,18 @@ void sc_gone(void)
     s_bus_down(&b);
 }
 
-/* ---- (j): the cost of tracing ---------------------------------------------------------------------- */
+/* ---- (j): the cost of tracing
+ * ---------------------------------------------------------------------- */
 
 void sc_spy(void)
 {
     bus_t b;
     double r0 = 0, r1 = 0, p50, p99;
-    bool ok = s_bus_up(&b, "bus", 1, "w", false, false, NULL) &&
-              s_calls(&b, 1, 64, &r0, &p50, &p99);
+    bool ok =
+        s_bus_up(&b, "bus", 1, "w", false, false, NULL) && s_calls(&b, 1, 64, &r0, &p50, &p99);
     s_bus_down(&b);
-    ok = ok && s_bus_up(&b, "bus", 1, "w", false, true, NULL) &&
-         s_calls(&b, 1, 64, &r1, &p50, &p99);
+    ok =
+        ok && s_bus_up(&b, "bus", 1, "w", false, true, NULL) && s_calls(&b, 1, 64, &r1, &p50, &p99);
     if (ok)
         s_spy_check(&b);
     s_bus_down(&b);

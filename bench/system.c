@@ -141,7 +141,8 @@ void sc_startup(void)
     free(p);
 }
 
-/* ---- (i): the broker's memory ---------------------------------------------------------------------- */
+/* ---- (i): the broker's memory
+ * ---------------------------------------------------------------------- */
 
 static void s_never(lc_request_t *req, json_t *args, void *arg)
 {
