@@ -317,12 +317,15 @@ lc_client_t *lc_client_new(const char *name, const char *endpoint)
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (!self->sock)
         goto fail;
-    int one = 1, linger = 1000, hwm = 100000, ivl = 100;
+    /* A module started beside its broker often connects a moment before the broker binds:
+     * the first retry comes soon (10 ms), later ones back off to 100 ms. */
+    int one = 1, linger = 1000, hwm = 100000, ivl = 10, ivl_max = 100;
     zmq_setsockopt(self->sock, ZMQ_IMMEDIATE, &one, sizeof one);
     zmq_setsockopt(self->sock, ZMQ_LINGER, &linger, sizeof linger);
     zmq_setsockopt(self->sock, ZMQ_SNDHWM, &hwm, sizeof hwm);
     zmq_setsockopt(self->sock, ZMQ_RCVHWM, &hwm, sizeof hwm);
     zmq_setsockopt(self->sock, ZMQ_RECONNECT_IVL, &ivl, sizeof ivl);
+    zmq_setsockopt(self->sock, ZMQ_RECONNECT_IVL_MAX, &ivl_max, sizeof ivl_max);
     if (self->is_tcp) {
         /* ZMTP heartbeats notice a broker host that vanished without closing. */
         int hb = 1000, hbt = 3000;
@@ -675,7 +678,7 @@ static void s_handle_main(lc_client_t *self, inmsg_t *m)
 
 /* Receives and handles everything waiting on the main connection, up to max messages.
  * Returns the number handled. */
-static int s_drain_main(lc_client_t *self, int max)
+int lcc_drain_main(lc_client_t *self, int max)
 {
     int n = 0;
     while (n < max) {
@@ -715,7 +718,7 @@ int lcc_main_wait(lc_client_t *self, bool (*done)(lc_client_t *, void *), void *
         if (items[1].revents)
             s_monitor_events(self);
         if (items[0].revents)
-            s_drain_main(self, DISPATCH_BATCH);
+            lcc_drain_main(self, DISPATCH_BATCH);
         if (!done(self, ctx) && lc_mono_ms() >= deadline)
             return LC_ETIMEDOUT;
     }
@@ -856,7 +859,7 @@ static int s_dispatch(lc_client_t *self)
     s_monitor_events(self);
     if (self->reg == REG_FAILED)
         return self->reg_error;
-    int handled = s_drain_main(self, DISPATCH_BATCH);
+    int handled = lcc_drain_main(self, DISPATCH_BATCH);
     int64_t now = lc_mono_ms();
     lcc_expire_calls(self, now);
     lcc_run_ready(self);

@@ -260,6 +260,8 @@ method_t *lcc_method_find(lc_client_t *self, const char *name);
 int lcc_dump_args(json_t *args, char **out, size_t *len);
 int lcc_int_timeout(int64_t deadline);
 void lcc_rearm(lc_client_t *self);
+/* Receives and handles up to max messages waiting on the main connection. */
+int lcc_drain_main(lc_client_t *self, int max);
 void lcc_wake(lc_client_t *self);
 bool lcc_on_loop(lc_client_t *self);
 void lcc_inmsg_close(inmsg_t *m);
