@@ -846,7 +846,13 @@ static void s_watch_run(lc_client_t *self)
     }
 }
 
-static int s_dispatch(lc_client_t *self)
+/* What lc_run()'s poll saw readable; an outside loop (lc_dispatch()) knows none of it. */
+enum { IN_SOCK = 1, IN_MONITOR = 2, IN_WAKE = 4, IN_ALL = 7 };
+
+/* One round of the loop. `in` spares the reads that would find nothing: each costs libzmq a
+ * poll of its mailbox (docs/performance.md). `rearm`: make lc_fd() show what is still
+ * pending, for an outside loop; lc_run()'s zmq_poll() checks pending input itself. */
+static int s_dispatch(lc_client_t *self, int in, bool rearm)
 {
     if (!self->want_reg || self->reg == REG_FAILED) {
         int rc = lcc_connect_until(self, s_deadline(self, 0));
@@ -854,12 +860,14 @@ static int s_dispatch(lc_client_t *self)
             return rc;
     }
     uint64_t count;
-    while (read(self->wake_fd, &count, sizeof count) > 0)
-        ;
-    s_monitor_events(self);
+    if (in & IN_WAKE)
+        while (read(self->wake_fd, &count, sizeof count) > 0)
+            ;
+    if (in & IN_MONITOR)
+        s_monitor_events(self);
     if (self->reg == REG_FAILED)
         return self->reg_error;
-    int handled = lcc_drain_main(self, DISPATCH_BATCH);
+    int handled = (in & IN_SOCK) ? lcc_drain_main(self, DISPATCH_BATCH) : 0;
     int64_t now = lc_mono_ms();
     lcc_expire_calls(self, now);
     lcc_run_ready(self);
@@ -873,8 +881,8 @@ static int s_dispatch(lc_client_t *self)
             lcc_send_hello(self);
     }
     /* More may have arrived while handlers ran; a full batch means the same. */
-    if (handled == DISPATCH_BATCH || self->ready_head || s_has_input(self->sock) ||
-        s_has_input(self->monitor))
+    if (rearm && (handled == DISPATCH_BATCH || self->ready_head || s_has_input(self->sock) ||
+                  s_has_input(self->monitor)))
         lcc_wake(self);
     return atomic_load(&self->stop) ? 1 : 0;
 }
@@ -886,7 +894,7 @@ int lc_dispatch(lc_client_t *self)
         return LC_EINVAL;
     if (self->signal_fd >= 0)
         lcc_signals_read(self);
-    return s_dispatch(self);
+    return s_dispatch(self, IN_ALL, true);
 }
 
 int lc_timeout(lc_client_t *self)
@@ -968,7 +976,9 @@ int lc_run(lc_client_t *self)
             return LC_ENOBUS;
         if (sig >= 0 && items[sig].revents)
             lcc_signals_read(self);
-        rc = s_dispatch(self);
+        int in = (items[0].revents ? IN_SOCK : 0) | (items[1].revents ? IN_MONITOR : 0) |
+                 (items[2].revents ? IN_WAKE : 0);
+        rc = s_dispatch(self, in, false);
         if (rc < 0)
             return rc;
     }
