@@ -184,13 +184,21 @@ static void s_spy_check(bus_t *b)
                 (long long)lost);
 }
 
-static bool s_bus_up(bus_t *b, const char *name, int n, const char *prefix, bool big, bool spy,
+/* opts: BUS_BIG (bounds raised for floods and large payloads), BUS_NO_TAP (a broker
+ * without its monitor socket, the reference for what an idle tap costs). */
+enum { BUS_BIG = 1, BUS_NO_TAP = 2 };
+
+static bool s_bus_up(bus_t *b, const char *name, int n, const char *prefix, int opts, bool spy,
                      const char *const *extra)
 {
     memset(b, 0, sizeof *b);
     endpoint(b->ep, sizeof b->ep, name);
-    b->broker = big ? broker_start(b->ep, BIG_QUEUE, "--max-payload", "4194304", NULL)
-                    : broker_start(b->ep, NULL);
+    if (opts & BUS_BIG)
+        b->broker = broker_start(b->ep, BIG_QUEUE, "--max-payload", "4194304", NULL);
+    else if (opts & BUS_NO_TAP)
+        b->broker = broker_start(b->ep, "--monitor", "none", NULL);
+    else
+        b->broker = broker_start(b->ep, NULL);
     if (!b->broker)
         return false;
     json_t *names = json_array();
@@ -648,4 +656,13 @@ void sc_spy(void)
         bench_record("spy_call_ratio", r1 / r0);
     if (s_events_run(4, false, &r0) && s_events_run(4, true, &r1))
         bench_record("spy_events_ratio", r1 / r0);
+    /* No spy: pipelined calls through a broker whose tap waits for one, against a broker
+     * without a tap at all. */
+    ok = s_bus_up(&b, "bus", 1, "w", BUS_NO_TAP, false, NULL) &&
+         s_calls(&b, 16, 64, &r0, &p50, &p99);
+    s_bus_down(&b);
+    ok = ok && s_bus_up(&b, "bus", 1, "w", 0, false, NULL) && s_calls(&b, 16, 64, &r1, &p50, &p99);
+    s_bus_down(&b);
+    if (ok)
+        bench_record("spy_none_call_ratio", r1 / r0);
 }

@@ -173,6 +173,9 @@ struct broker {
         char *endpoint; /* as given, for broker.ping */
         size_t spies; /* subscribers now: with none, nothing is copied */
         uint64_t seq; /* records published (or dropped) so far */
+        uint8_t *buf; /* the batch being gathered: records, each after its u32 length */
+        size_t len, cap, count;
+        int64_t first_ms; /* when the batch's first record was added */
     } tap;
     struct {
         int64_t second;
@@ -204,10 +207,12 @@ enum {
     TAP_ATTACH = 4,   /* a spy's subscription arrived */
 };
 #define TAP_VERSION 1
+#define TAP_FLUSH_MS 2 /* the longest a record waits in the broker for the next batch */
 #define TAP_FIXED (32 + LC_HDR_SIZE) /* bytes before the address */
 int broker_tap_open(broker_t *self, const char *endpoint, char *err, size_t errlen);
 void broker_tap_close(broker_t *self);
 void broker_tap_read(broker_t *self);
+void broker_tap_flush(broker_t *self); /* publishes the batch; the loop calls it before sleeping */
 void broker_tap_record(broker_t *self, int what, const uint8_t *hdr, const char *address,
                        size_t alen, const char *source, const char *to, size_t tolen,
                        const void *payload, size_t plen);

@@ -1,11 +1,12 @@
 /* The monitor tap: a copy of what the broker routes, published for lc-spy.
  *
  * One XPUB socket beside the bus. Its subscriptions tell the broker how many spies listen;
- * with none, every tap point costs one test of a counter. Each record is one frame (so a
- * spy that cannot keep up never sees half a record) and carries a consecutive number, so a
- * spy counts exactly what it missed. The socket never blocks the broker: when a spy's queue
- * is full the record is dropped for all and counted (tap_dropped). docs/tracing.md describes
- * the record byte by byte. */
+ * with none, every tap point costs one test of a counter. Records are gathered for up to
+ * TAP_FLUSH_MS and published as one frame (so a spy never sees half a record, and a busy
+ * bus costs a spy a few hundred messages a second, not one per record). Each carries a consecutive
+ * number, so a spy counts exactly what it missed. The socket never blocks the broker: when a
+ * spy's queue is full the batch is dropped for all and counted (tap_dropped).
+ * docs/tracing.md describes the frame and the record byte by byte. */
 #include "broker_int.h"
 
 #include <errno.h>
@@ -49,8 +50,19 @@ int broker_tap_open(broker_t *self, const char *endpoint, char *err, size_t errl
     return 0;
 }
 
+static void s_free_batch(void *data, void *hint)
+{
+    (void)hint;
+    free(data);
+}
+
 void broker_tap_close(broker_t *self)
 {
+    if (self->tap.sock)
+        broker_tap_flush(self);
+    free(self->tap.buf);
+    self->tap.buf = NULL;
+    self->tap.len = self->tap.cap = self->tap.count = 0;
     if (self->tap.sock)
         zmq_close(self->tap.sock);
     self->tap.sock = NULL;
@@ -101,6 +113,32 @@ static void s_put64(uint8_t *p, uint64_t v)
         p[i] = (uint8_t)(v >> (8 * i));
 }
 
+/* Records wait in a batch until it is TAP_FLUSH_MS old or this big: one message through
+ * ZeroMQ per batch instead of per record. */
+#define TAP_BATCH_MAX (64 * 1024)
+
+void broker_tap_flush(broker_t *self)
+{
+    if (!self->tap.len)
+        return;
+    zmq_msg_t m;
+    /* ZeroMQ takes the buffer as it is (freed when sent); the next batch gets a new one. */
+    if (zmq_msg_init_data(&m, self->tap.buf, self->tap.len, s_free_batch, NULL) < 0) {
+        self->stats.tap_dropped += self->tap.count;
+        self->tap.len = self->tap.count = 0;
+        return;
+    }
+    self->tap.buf = NULL;
+    self->tap.cap = 0;
+    if (zmq_msg_send(&m, self->tap.sock, ZMQ_DONTWAIT) < 0) {
+        /* A spy's queue is full: the whole batch is dropped for all, and counted. Each
+         * record's number tells the spies exactly how many they missed. */
+        zmq_msg_close(&m);
+        self->stats.tap_dropped += self->tap.count;
+    }
+    self->tap.len = self->tap.count = 0;
+}
+
 void broker_tap_record(broker_t *self, int what, const uint8_t *hdr, const char *address,
                        size_t alen, const char *source, const char *to, size_t tolen,
                        const void *payload, size_t plen)
@@ -112,10 +150,27 @@ void broker_tap_record(broker_t *self, int what, const uint8_t *hdr, const char 
         slen = 255;
     if (tolen > 65535)
         tolen = 65535;
-    zmq_msg_t m;
-    if (zmq_msg_init_size(&m, TAP_FIXED + alen + slen + tolen + plen) < 0)
-        return;
-    uint8_t *p = zmq_msg_data(&m);
+    size_t size = TAP_FIXED + alen + slen + tolen + plen;
+    if (self->tap.len && self->tap.len + 4 + size > TAP_BATCH_MAX)
+        broker_tap_flush(self);
+    if (self->tap.len + 4 + size > self->tap.cap) {
+        size_t cap = self->tap.cap ? self->tap.cap : 4096;
+        while (cap < self->tap.len + 4 + size)
+            cap *= 2;
+        uint8_t *b = realloc(self->tap.buf, cap);
+        if (!b) {
+            self->stats.tap_dropped++;
+            ++self->tap.seq;
+            return;
+        }
+        self->tap.buf = b;
+        self->tap.cap = cap;
+    }
+    if (!self->tap.len)
+        self->tap.first_ms = lc_mono_ms();
+    uint8_t *p = self->tap.buf + self->tap.len;
+    lc_hdr_put_u32(p, 0, (uint32_t)size);
+    p += 4;
     p[0] = 'L';
     p[1] = 'S';
     p[2] = TAP_VERSION;
@@ -139,10 +194,8 @@ void broker_tap_record(broker_t *self, int what, const uint8_t *hdr, const char 
     q += tolen;
     if (plen)
         memcpy(q, payload, plen);
-    if (zmq_msg_send(&m, self->tap.sock, ZMQ_DONTWAIT) < 0) {
-        zmq_msg_close(&m);
-        self->stats.tap_dropped++;
-    }
+    self->tap.len += 4 + size;
+    self->tap.count++;
 }
 
 void broker_tap_sent(broker_t *self, const conn_t *to, const uint8_t *hdr, const char *address,

@@ -87,8 +87,7 @@ static bool s_take(spy_t *spy, const uint8_t *data, size_t size)
                         "(is the broker of another version?); skipped\n", size);
         return false;
     }
-    if (trace_record(&spy->trace, &r) && fflush(spy->trace.out) != 0 && !spy->out_errno)
-        spy->out_errno = errno;
+    trace_record(&spy->trace, &r);
     return spy->count && spy->trace.shown >= spy->count;
 }
 
@@ -353,17 +352,30 @@ int main(int argc, char **argv)
             break;
         /* Everything waiting, before looking at the clock again. */
         while (!stop && zmq_msg_recv(&msg, sub, ZMQ_DONTWAIT) >= 0) {
-            const uint8_t *data = zmq_msg_data(&msg);
-            size_t size = zmq_msg_size(&msg);
-            if (!attached && size > 3 && data[3] == REC_ATTACH) {
-                attached = true;
-                fprintf(stderr, "lc-spy: tracing %s (monitor %s)\n", bus, ep);
+            /* A frame is a batch: records, each after its u32 length. */
+            const uint8_t *p = zmq_msg_data(&msg), *stop_at = p + zmq_msg_size(&msg);
+            while (!stop && stop_at - p >= 4) {
+                size_t size = lc_hdr_get_u32(p, 0);
+                p += 4;
+                if (size > (size_t)(stop_at - p)) {
+                    fprintf(stderr, "lc-spy: a batch from the monitor ends inside a record; "
+                                    "the rest of it is skipped\n");
+                    break;
+                }
+                if (!attached && size > 3 && p[3] == REC_ATTACH) {
+                    attached = true;
+                    fprintf(stderr, "lc-spy: tracing %s (monitor %s)\n", bus, ep);
+                }
+                /* Before our own subscription arrived the picture is partial: skipped. */
+                if (attached)
+                    stop = s_take(&spy, p, size);
+                p += size;
             }
-            if (!attached)
-                continue; /* before our own subscription arrived: a partial picture */
-            stop = s_take(&spy, data, size);
         }
-        /* A reader that went away (lc-spy | head) ends the trace normally. */
+        /* Once per batch from the broker, not per line. A reader that went away
+         * (lc-spy | head) ends the trace normally. */
+        if (fflush(stdout) != 0 && !spy.out_errno)
+            spy.out_errno = errno;
         if (spy.out_errno) {
             if (spy.out_errno != EPIPE) {
                 fprintf(stderr, "lc-spy: cannot write the output: %s\n",
