@@ -23,7 +23,7 @@ typedef struct {
     int stop_ms;            /* exit: how long one module may take to shut down */
     int verbose;            /* 0: warnings and errors, 1: info, 2: debug */
     const char *monitor;    /* lc-spy's endpoint; NULL: beside the first ipc endpoint; "": none */
-    int monitor_queue;      /* records queued per spy before they are dropped */
+    int monitor_queue;      /* batches queued per spy before they are dropped */
 } broker_config_t;
 
 /* Counters, shown by broker.stats and (later) lc stats. */

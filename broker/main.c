@@ -44,8 +44,9 @@ static void s_usage(FILE *out)
         "      --monitor EP         where lc-spy attaches; 'none' for no monitor. Default:\n"
         "                           beside the first ipc endpoint, ipc://PATH.spy; none\n"
         "                           with only tcp endpoints\n"
-        "      --monitor-queue N    records held for a spy that lags before they are\n"
-        "                           dropped (and counted) (default 100000)\n"
+        "      --monitor-queue N    batches of records (each up to 2 ms of traffic or\n"
+        "                           64 KiB) held for a spy that lags before they are\n"
+        "                           dropped and counted (default 1000)\n"
         "  -q, --quiet              log warnings and errors only\n"
         "  -v, --verbose            log debugging detail too\n"
         "  -h, --help               show this help and exit\n"
@@ -112,7 +113,7 @@ int main(int argc, char **argv)
         .exit_ms = 10000,
         .stop_ms = 5000,
         .verbose = 1,
-        .monitor_queue = 100000,
+        .monitor_queue = 1000,
     };
     int opt;
     while ((opt = getopt_long(argc, argv, "e:qvhV", longopts, NULL)) != -1) {

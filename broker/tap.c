@@ -23,7 +23,7 @@ int broker_tap_open(broker_t *self, const char *endpoint, char *err, size_t errl
         snprintf(err, errlen, "cannot create the monitor socket: %s", zmq_strerror(errno));
         return -1;
     }
-    int one = 1, zero = 0, hwm = self->cfg.monitor_queue > 0 ? self->cfg.monitor_queue : 100000;
+    int one = 1, zero = 0, hwm = self->cfg.monitor_queue > 0 ? self->cfg.monitor_queue : 1000;
     /* Every subscribe and unsubscribe reaches us, so the count of spies is exact. */
     zmq_setsockopt(self->tap.sock, ZMQ_XPUB_VERBOSER, &one, sizeof one);
     /* A full spy makes zmq_send fail instead of losing records without a trace. */
