@@ -1,5 +1,6 @@
 #include "common.h"
 
+#include <getopt.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -67,4 +68,33 @@ json_t *args_from_argv(int argc, char **argv, char *err, size_t errlen)
         json_object_set_new(obj, key, value);
     }
     return obj;
+}
+
+int module_options(lc_client_t **client, int argc, char **argv, void (*usage)(FILE *out))
+{
+    static const struct option longopts[] = {
+        {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},
+        {NULL, 0, NULL, 0},
+    };
+    int opt, status = -1;
+    while (status < 0 && (opt = getopt_long(argc, argv, "hV", longopts, NULL)) != -1) {
+        if (opt == 'h') {
+            usage(stdout);
+            status = 0;
+        } else if (opt == 'V') {
+            printf("%s %s\n", prog, LC_VERSION);
+            status = 0;
+        } else {
+            fprintf(stderr, "Try '%s --help'.\n", prog);
+            status = 2;
+        }
+    }
+    if (status < 0 && optind < argc) {
+        fprintf(stderr, "%s: unexpected argument '%s'; try --help\n", prog, argv[optind]);
+        status = 2;
+    }
+    if (status >= 0)
+        lc_client_destroy(client);
+    return status;
 }

@@ -8,7 +8,6 @@
 #include "../common.h"
 #include "lc.h"
 
-#include <getopt.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -155,33 +154,9 @@ int main(int argc, char **argv)
     lc_client_t *client = lc_module_new("controller", &argc, argv);
     if (!client)
         return 2;
-    static const struct option longopts[] = {
-        {"help", no_argument, NULL, 'h'},
-        {"version", no_argument, NULL, 'V'},
-        {NULL, 0, NULL, 0},
-    };
-    int opt;
-    while ((opt = getopt_long(argc, argv, "hV", longopts, NULL)) != -1) {
-        switch (opt) {
-        case 'h':
-            s_usage(stdout);
-            lc_client_destroy(&client);
-            return 0;
-        case 'V':
-            printf("lc-controller %s\n", LC_VERSION);
-            lc_client_destroy(&client);
-            return 0;
-        default:
-            fprintf(stderr, "Try 'lc-controller --help'.\n");
-            lc_client_destroy(&client);
-            return 2;
-        }
-    }
-    if (optind < argc) {
-        fprintf(stderr, "lc-controller: unexpected argument '%s'; try --help\n", argv[optind]);
-        lc_client_destroy(&client);
-        return 2;
-    }
+    int status = module_options(&client, argc, argv, s_usage);
+    if (status >= 0)
+        return status;
 
     /* Read once, at start. The name is copied: configuration strings are only borrowed until
      * the next load, and SIGHUP loads the file again. */
