@@ -95,6 +95,20 @@ proc_t *h_spawn(const char *logname, const char *prog, ...)
     return h_spawnv(logname, argv);
 }
 
+proc_t *h_spawn_bus(const char *logname, const char *prog, va_list args)
+{
+    char *argv[32];
+    int n = 0;
+    argv[n++] = (char *)prog;
+    argv[n++] = "--bus";
+    argv[n++] = h_bus;
+    const char *a;
+    while ((a = va_arg(args, const char *)) && n < 31)
+        argv[n++] = (char *)a;
+    argv[n] = NULL;
+    return h_spawnv(logname, argv);
+}
+
 int h_wait_exit(proc_t *p, int timeout_ms)
 {
     if (p->exited)
@@ -164,7 +178,7 @@ char *h_slurp(const char *path)
 {
     FILE *f = fopen(path, "rb");
     if (!f)
-        return NULL;
+        return strdup("");
     size_t cap = 4096, n = 0;
     char *buf = malloc(cap);
     for (;;) {
@@ -180,7 +194,7 @@ char *h_slurp(const char *path)
     return buf;
 }
 
-static int s_count(const char *text, const char *needle)
+int h_count(const char *text, const char *needle)
 {
     int n = 0;
     for (const char *p = text; (p = strstr(p, needle)); p += strlen(needle))
@@ -193,7 +207,7 @@ char *h_wait_log(proc_t *p, const char *needle, int n, int timeout_ms)
     int64_t deadline = lc_mono_ms() + timeout_ms;
     for (;;) {
         char *text = h_slurp(p->log);
-        if (text && s_count(text, needle) >= n)
+        if (text && h_count(text, needle) >= n)
             return text;
         if (lc_mono_ms() >= deadline) {
             cr_log_error("%s", text ? text : "(no log)");

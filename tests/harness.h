@@ -5,6 +5,7 @@
 #include "lc.h"
 
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <sys/types.h>
 
@@ -30,6 +31,9 @@ void h_teardown(void);
  * h_dir/<logname>.log. Never returns NULL (the test fails instead). */
 proc_t *h_spawn(const char *logname, const char *prog, ...);
 proc_t *h_spawnv(const char *logname, char *const argv[]);
+
+/* Starts prog with `--bus h_bus` and then the given arguments (NULL-terminated). */
+proc_t *h_spawn_bus(const char *logname, const char *prog, va_list args);
 
 /* Waits up to timeout_ms for the process to end; returns its waitpid() status or -1. */
 int h_wait_exit(proc_t *p, int timeout_ms);
@@ -84,8 +88,11 @@ char *h_wait_log(proc_t *p, const char *needle, int n, int timeout_ms);
 /* A tcp port free on 127.0.0.1 a moment ago. */
 int h_free_port(void);
 
-/* A whole file's text (caller frees), or NULL if it cannot be read. */
+/* A whole file's text (caller frees); "" if it cannot be read (not written yet). */
 char *h_slurp(const char *path);
+
+/* How many times needle occurs in text. */
+int h_count(const char *text, const char *needle);
 
 /* Contents of a process log (static buffer), for failure messages. */
 const char *h_log(proc_t *p);

@@ -24,19 +24,10 @@ typedef struct {
  * h_dir/<logname>.log. Fails the test unless it exits normally within 15 s. */
 static run_t s_lc(const char *logname, ...)
 {
-    char *argv[32];
-    int n = 0;
-    argv[n++] = LC;
-    argv[n++] = "--bus";
-    argv[n++] = h_bus;
     va_list ap;
     va_start(ap, logname);
-    const char *a;
-    while ((a = va_arg(ap, const char *)) && n < 31)
-        argv[n++] = (char *)a;
+    proc_t *p = h_spawn_bus(logname, LC, ap);
     va_end(ap);
-    argv[n] = NULL;
-    proc_t *p = h_spawnv(logname, argv);
     int st = h_wait_exit(p, 15000);
     cr_assert_neq(st, -1, "lc (%s) did not end\n%s", logname, h_log(p));
     cr_assert(WIFEXITED(st), "lc (%s) ended by signal %d\n%s", logname,

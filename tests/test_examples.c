@@ -19,53 +19,6 @@ TestSuite(examples, .init = h_setup, .fini = h_teardown, .timeout = 60);
 
 /* ---- Helpers ------------------------------------------------------------------------------ */
 
-/* A whole log file (caller frees); "" if it does not exist yet. */
-static char *s_slurp(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return strdup("");
-    char *buf = NULL;
-    size_t len = 0;
-    FILE *mem = open_memstream(&buf, &len);
-    cr_assert(mem);
-    char chunk[4096];
-    size_t n;
-    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
-        fwrite(chunk, 1, n, mem);
-    fclose(f);
-    fclose(mem);
-    return buf;
-}
-
-static int s_count(const char *text, const char *needle)
-{
-    int n = 0;
-    for (const char *p = text; (p = strstr(p, needle)); p += strlen(needle))
-        n++;
-    return n;
-}
-
-/* Waits until the process log holds `needle` at least n times; returns the log (caller
- * frees). */
-static char *s_wait_log(proc_t *p, const char *needle, int n, int timeout_ms)
-{
-    int64_t deadline = lc_mono_ms() + timeout_ms;
-    for (;;) {
-        char *text = s_slurp(p->log);
-        if (s_count(text, needle) >= n)
-            return text;
-        if (lc_mono_ms() >= deadline) {
-            cr_log_error("%s", text);
-            free(text);
-            cr_assert_fail("\"%s\" not %d times in %s within %d ms", needle, n, p->log,
-                           timeout_ms);
-        }
-        free(text);
-        poll(NULL, 0, 5); /* a polling interval while waiting for the condition */
-    }
-}
-
 static void s_write_system(const char *path, const char *text)
 {
     FILE *f = fopen(path, "w");
@@ -192,20 +145,20 @@ Test(examples, simple_goes_on_without_web_and_prometheus)
     json_int_t tx = h_int(ev, "tx");
     json_decref(got);
 
-    char *log = s_wait_log(p, "myfunc_async: param=Welt, finished", 2, 10000);
-    cr_assert_eq(s_count(log, "web.add_log_entry failed: unknown module"), 1, "%s", log);
-    cr_assert_eq(s_count(log, "web.add_log_entry was refused: unknown module"), 1, "%s", log);
-    cr_assert_eq(s_count(log, "prometheus.set_gauge_value failed: unknown module"), 3, "%s",
+    char *log = h_wait_log(p, "myfunc_async: param=Welt, finished", 2, 10000);
+    cr_assert_eq(h_count(log, "web.add_log_entry failed: unknown module"), 1, "%s", log);
+    cr_assert_eq(h_count(log, "web.add_log_entry was refused: unknown module"), 1, "%s", log);
+    cr_assert_eq(h_count(log, "prometheus.set_gauge_value failed: unknown module"), 3, "%s",
                  log);
     cr_assert(strstr(log, "the example goes on"), "%s", log);
     cr_assert(strstr(log, "run: done"), "%s", log);
-    cr_assert_eq(s_count(log, "myfunc: param=Servus (tx "), 2, "%s", log);
+    cr_assert_eq(h_count(log, "myfunc: param=Servus (tx "), 2, "%s", log);
     char shared[64];
     snprintf(shared, sizeof shared, "myfunc: param=Servus (tx %lld,", (long long)tx);
-    cr_assert_eq(s_count(log, shared), 1, "one myfunc in run's transaction %lld:\n%s",
+    cr_assert_eq(h_count(log, shared), 1, "one myfunc in run's transaction %lld:\n%s",
                  (long long)tx, log);
     snprintf(shared, sizeof shared, "myfunc_async: param=Welt (tx %lld)", (long long)tx);
-    cr_assert_eq(s_count(log, shared), 1, "one myfunc_async in run's transaction:\n%s", log);
+    cr_assert_eq(h_count(log, shared), 1, "one myfunc_async in run's transaction:\n%s", log);
     free(log);
 
     /* Its methods, called: the argument names are the seed's. */
@@ -292,8 +245,8 @@ Test(examples, simple_talks_to_web_and_prometheus)
     json_decref(web);
     json_decref(prom);
 
-    char *log = s_wait_log(p, "web.add_log_entry: the line is at position 0", 1, 10000);
-    cr_assert_eq(s_count(log, "ERROR"), 0, "%s", log);
+    char *log = h_wait_log(p, "web.add_log_entry: the line is at position 0", 1, 10000);
+    cr_assert_eq(h_count(log, "ERROR"), 0, "%s", log);
     free(log);
     h_stop(p, SIGTERM, 10000);
     lc_client_destroy(&fakes[0]);
@@ -374,7 +327,7 @@ Test(examples, controller_drives_the_outputs)
                                         "rising_edge", 0, "timestamp_ns", (json_int_t)1),
                               0, 5000, NULL),
                  0);
-    char *log = s_wait_log(p, "input line 22 (Input22_ForTestingPurposes) seq 3: falling edge",
+    char *log = h_wait_log(p, "input line 22 (Input22_ForTestingPurposes) seq 3: falling edge",
                            1, 10000);
     cr_assert(strstr(log, "pushed_long on line 22"), "%s", log);
     cr_assert(strstr(log, "doubleclick on line 22"), "%s", log);
@@ -397,7 +350,7 @@ Test(examples, controller_without_gpio_says_so)
     s_wait_active(c, "controller");
     cr_assert_eq(lc_emit_wait(c, "pushed_short", json_pack("{s:i}", "line", 22), 0, 5000, NULL),
                  0);
-    char *log = s_wait_log(p, "task gpio.toggle_output_state refused", 1, 10000);
+    char *log = h_wait_log(p, "task gpio.toggle_output_state refused", 1, 10000);
     cr_assert(strstr(log, "is the module 'gpio' running?"), "%s", log);
     free(log);
     lc_client_destroy(&c);
@@ -495,7 +448,7 @@ static proc_t *s_spy(lc_client_t *c)
         cr_assert_eq(lc_emit_wait(c, "spy_probe", NULL, 0, 5000, NULL), 0);
         int64_t until = lc_mono_ms() + 200;
         while (lc_mono_ms() < until) {
-            char *text = s_slurp(spy->log);
+            char *text = h_slurp(spy->log);
             bool seen = strstr(text, "\"target\":\"spy_probe\"") != NULL;
             free(text);
             if (seen)
@@ -511,7 +464,7 @@ static json_t *s_wait_spied(proc_t *spy, const char *target)
 {
     int64_t deadline = lc_mono_ms() + 10000;
     for (;;) {
-        char *text = s_slurp(spy->log);
+        char *text = h_slurp(spy->log);
         for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
             json_t *rec = json_loads(line, 0, NULL);
             const char *t = json_string_value(json_object_get(rec, "target"));
@@ -623,22 +576,22 @@ Test(examples, demo_system_runs_and_stops)
     cr_assert_eq(lc_call(c, "gpio.sim_set_input", json_pack("{s:i, s:i}", "line", 22, "value", 0),
                          NULL, 5000),
                  0);
-    free(s_wait_log(p, "controller INFO: input line 22 (Input22_ForTestingPurposes) seq 1: "
+    free(h_wait_log(p, "controller INFO: input line 22 (Input22_ForTestingPurposes) seq 1: "
                        "falling edge", 1, 10000));
     cr_assert_eq(lc_call(c, "gpio.sim_set_input", json_pack("{s:i, s:i}", "line", 22, "value", 1),
                          NULL, 5000),
                  0);
-    char *log = s_wait_log(p, "Output27_NothingSpecial): on", 1, 10000);
+    char *log = h_wait_log(p, "Output27_NothingSpecial): on", 1, 10000);
     cr_assert(strstr(log, "clickhandler INFO: pushed_short on line 22"), "%s", log);
     cr_assert(strstr(log, "controller INFO: toggling line 27"), "%s", log);
     free(log);
-    free(s_wait_log(p, "simple INFO: run: done", 1, 10000));
+    free(h_wait_log(p, "simple INFO: run: done", 1, 10000));
     lc_client_destroy(&c);
     int st = h_stop(p, SIGTERM, 20000);
     cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "status 0x%x\n%s", st, h_log(p));
-    log = s_slurp(p->log);
+    log = h_slurp(p->log);
     cr_assert(strstr(log, "launcher     | stopped"), "%s", log);
     /* The six modules and the broker. */
-    cr_assert_eq(s_count(log, "ended: exit code 0"), 7, "%s", log);
+    cr_assert_eq(h_count(log, "ended: exit code 0"), 7, "%s", log);
     free(log);
 }

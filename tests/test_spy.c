@@ -15,19 +15,10 @@ TestSuite(spy, .init = h_setup, .fini = h_teardown, .timeout = 120);
  * attached, so that everything sent afterwards reaches it. */
 static proc_t *s_spy(const char *logname, ...)
 {
-    char *argv[32];
-    int n = 0;
-    argv[n++] = BIN("lc-spy");
-    argv[n++] = "--bus";
-    argv[n++] = h_bus;
     va_list ap;
     va_start(ap, logname);
-    const char *a;
-    while ((a = va_arg(ap, const char *)) && n < 31)
-        argv[n++] = (char *)a;
+    proc_t *p = h_spawn_bus(logname, BIN("lc-spy"), ap);
     va_end(ap);
-    argv[n] = NULL;
-    proc_t *p = h_spawnv(logname, argv);
     free(h_wait_log(p, "lc-spy: tracing", 1, 10000));
     return p;
 }
