@@ -909,7 +909,9 @@ int lc_timeout(lc_client_t *self)
     if (top && top->when < next)
         next = top->when;
     bool startup = !self->started && self->lifecycle && self->reg == REG_DONE;
-    if (self->ready_head || self->ncmds || startup ||
+    /* ndone: completions reported by lc_done() on the loop thread outside a queue run (a
+     * timer, a hook) leave with the next round. */
+    if (self->ready_head || self->ncmds || startup || self->ndone ||
         (self->queued && self->running < self->concurrency))
         next = now;
     pthread_mutex_unlock(&self->lock);

@@ -176,6 +176,7 @@ struct lc_client {
     bool lifecycle;   /* false: a tool, active from its registration */
     int cmds[8];      /* commands from the broker, run at the top of the loop */
     int ncmds;
+    int cmd_budget; /* items that start before the first pending command is carried out */
     struct {
         lc_hook_fn *fn;
         void *arg;

@@ -57,13 +57,22 @@ static void s_report(lc_client_t *self, int state)
              lc_mono_ms() + self->timeout_ms);
 }
 
+/* Queues a lifecycle command. The items delivered before it (at most the window) are
+ * handled first, as they were sent before the command; those delivered later wait. */
+static void s_command(lc_client_t *self, int cmd)
+{
+    if (self->ncmds == 0)
+        self->cmd_budget = (int)self->queued;
+    self->cmds[self->ncmds++] = cmd;
+}
+
 void lcc_on_state(lc_client_t *self, inmsg_t *m)
 {
     static const char *const cmds[] = {"", "activate", "deactivate", "shutdown"};
     for (int c = CMD_ACTIVATE; c <= CMD_SHUTDOWN; c++)
         if (strcmp(m->address, cmds[c]) == 0 &&
             self->ncmds < (int)(sizeof self->cmds / sizeof self->cmds[0])) {
-            self->cmds[self->ncmds++] = c;
+            s_command(self, c);
             lcc_wake(self);
         }
 }
@@ -91,6 +100,10 @@ void lcc_lifecycle_step(lc_client_t *self)
         s_report(self, LC_STATE_PASSIVE);
     }
     while (self->ncmds > 0) {
+        /* The items that came before the command run first (lcc_queue_run() counts them). */
+        if (self->cmd_budget > 0 && self->queued && self->running < self->concurrency &&
+            !atomic_load(&self->stop))
+            return;
         int cmd = self->cmds[0];
         memmove(self->cmds, self->cmds + 1, (size_t)--self->ncmds * sizeof self->cmds[0]);
         switch (cmd) {
@@ -228,6 +241,6 @@ void lcc_shutdown_self(lc_client_t *self)
         return;
     }
     if (self->ncmds < (int)(sizeof self->cmds / sizeof self->cmds[0]))
-        self->cmds[self->ncmds++] = CMD_SHUTDOWN;
+        s_command(self, CMD_SHUTDOWN);
     lcc_wake(self);
 }

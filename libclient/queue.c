@@ -462,6 +462,10 @@ static void s_start(lc_client_t *self, delivery_t *d)
 }
 
 #define DRAIN_EVERY_US 100
+/* A run of the queue ends after this long, so that timers, signals, lifecycle commands and
+ * answers get their turn even while the broker keeps the window full. lc_timeout() is 0
+ * while items wait, so the next run follows at once. */
+#define RUN_BUDGET_US 10000
 
 static int64_t s_mono_us(void)
 {
@@ -478,9 +482,14 @@ void lcc_queue_run(lc_client_t *self)
     /* Items delivered meanwhile join the local queue between handlers, so that an urgent
      * one overtakes those already here (decision 2) — at most every DRAIN_EVERY_US, so
      * that short handlers do not pay a system call each. */
-    int64_t drained = s_mono_us();
+    int64_t began = s_mono_us(), drained = began;
     for (;;) {
-        if (self->queued && s_mono_us() - drained >= DRAIN_EVERY_US) {
+        int64_t now = s_mono_us();
+        /* A pending lifecycle command waits for the items that were here when it came (its
+         * budget), not for new ones: then it is the loop's turn. */
+        if (now - began >= RUN_BUDGET_US || (self->ncmds && self->cmd_budget <= 0))
+            break;
+        if (!self->ncmds && self->queued && now - drained >= DRAIN_EVERY_US) {
             lcc_drain_main(self, DISPATCH_BATCH);
             drained = s_mono_us();
         }
@@ -493,6 +502,8 @@ void lcc_queue_run(lc_client_t *self)
         if (!go)
             break;
         delivery_t *d = s_pop(self);
+        if (self->ncmds && self->cmd_budget > 0)
+            self->cmd_budget--;
         s_flush_done(self, d->msg.hdr.id);
         s_start(self, d);
         zmq_msg_close(&d->msg.payload);

@@ -84,10 +84,13 @@ sat_t *lcc_sat_get(lc_client_t *self)
         free(sat);
         return NULL;
     }
-    int one = 1, linger = 1000, hwm = 100000;
+    int one = 1, linger = 1000, hwm = 100000, ivl = 10, ivl_max = 100;
     zmq_setsockopt(sat->sock, ZMQ_IMMEDIATE, &one, sizeof one);
     zmq_setsockopt(sat->sock, ZMQ_LINGER, &linger, sizeof linger);
     zmq_setsockopt(sat->sock, ZMQ_SNDHWM, &hwm, sizeof hwm);
+    /* As the main connection: the first retry soon, then backing off to 100 ms. */
+    zmq_setsockopt(sat->sock, ZMQ_RECONNECT_IVL, &ivl, sizeof ivl);
+    zmq_setsockopt(sat->sock, ZMQ_RECONNECT_IVL_MAX, &ivl_max, sizeof ivl_max);
     if (zmq_connect(sat->sock, self->endpoint) < 0) {
         zmq_close(sat->sock);
         free(sat);

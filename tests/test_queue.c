@@ -813,3 +813,53 @@ Test(queue, in_process_deferred_tasks_done_from_other_threads)
     lc_client_destroy(&c);
     lc_client_destroy(&m);
 }
+
+/* ---- A full window does not starve the loop ------------------------------------------ */
+
+typedef struct {
+    int tasks, ticks, tasks_at_first_tick;
+} busy_t;
+
+static void s_busy_task(lc_request_t *req, json_t *args, void *arg)
+{
+    (void)req, (void)args;
+    busy_t *b = arg;
+    /* A handler that works (500 us of CPU), not one that sleeps. */
+    int64_t until = lc_now_us() + 500;
+    while ((int64_t)lc_now_us() < until)
+        ;
+    b->tasks++;
+}
+
+static void s_busy_tick(lc_client_t *c, int id, void *arg)
+{
+    (void)c, (void)id;
+    busy_t *b = arg;
+    if (b->ticks++ == 0)
+        b->tasks_at_first_tick = b->tasks;
+}
+
+Test(queue, timers_run_while_the_broker_keeps_the_window_full)
+{
+    h_broker(NULL);
+    busy_t b = {0};
+    lc_client_t *m = lc_client_new("busy", h_bus);
+    cr_assert(m);
+    cr_assert_eq(lc_method(m, "work", s_busy_task, &b), 0);
+    cr_assert_eq(lc_connect(m, 10000), 0);
+    lc_client_t *c = h_client();
+    h_wait_modules(c, "busy", NULL);
+    /* A backlog far larger than the window: the broker refills it as items finish. */
+    const int n = 2000;
+    for (int i = 0; i < n - 1; i++)
+        cr_assert_eq(lc_enqueue(c, "busy.work", NULL, 0), 0);
+    h_enqueue_ok(c, "busy.work", NULL, 0);
+    cr_assert_geq(lc_timer_add(m, 5, true, s_busy_tick, &b), 0);
+    h_dispatch_until(m, &b.tasks, n, 60000, "the backlog handled");
+    /* The timer had its turn long before the backlog was done (a run of the queue ends
+     * after 10 ms), not only after it. */
+    cr_assert(b.ticks > 0 && b.tasks_at_first_tick < n / 2,
+              "first tick after %d of %d tasks (%d ticks)", b.tasks_at_first_tick, n, b.ticks);
+    lc_client_destroy(&c);
+    lc_client_destroy(&m);
+}
