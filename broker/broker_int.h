@@ -176,6 +176,7 @@ struct broker {
         uint8_t *buf; /* the batch being gathered: records, each after its u32 length */
         size_t len, cap, count;
         int64_t first_ms; /* when the batch's first record was added */
+        bool attach_owed; /* an ATTACH is in a batch that has not left yet */
     } tap;
     struct {
         int64_t second;

@@ -58,8 +58,12 @@ static void s_free_batch(void *data, void *hint)
 
 void broker_tap_close(broker_t *self)
 {
-    if (self->tap.sock)
+    if (self->tap.sock) {
         broker_tap_flush(self);
+        /* A moment for the last batch to reach the spies. */
+        int linger = 100;
+        zmq_setsockopt(self->tap.sock, ZMQ_LINGER, &linger, sizeof linger);
+    }
     free(self->tap.buf);
     self->tap.buf = NULL;
     self->tap.len = self->tap.cap = self->tap.count = 0;
@@ -72,6 +76,18 @@ void broker_tap_close(broker_t *self)
     self->tap.path = NULL;
     free(self->tap.endpoint);
     self->tap.endpoint = NULL;
+}
+
+/* Tells a new spy (and the others) that its subscription has arrived: a spy shows nothing
+ * before. Owed until a batch with it has left, so that a spy attaching while another lags
+ * (its batches dropped) still hears it. */
+static void s_attach_record(broker_t *self)
+{
+    lc_hdr_t h = {.type = 0, .time_us = lc_now_us()};
+    uint8_t hb[LC_HDR_SIZE];
+    lc_hdr_encode(&h, hb);
+    broker_tap_record(self, TAP_ATTACH, hb, NULL, 0, "broker", NULL, 0, NULL, 0);
+    self->tap.attach_owed = true;
 }
 
 /* Subscriptions: byte 1 then a topic, unsubscriptions: byte 0. Spies subscribe to everything
@@ -89,11 +105,7 @@ void broker_tap_read(broker_t *self)
         if (zmq_msg_size(&m) >= 1 && p[0] == 1) {
             self->tap.spies++;
             self->stats.spies_attached++;
-            /* Tells the new spy (and the others) that its subscription has arrived. */
-            lc_hdr_t h = {.type = 0, .time_us = lc_now_us()};
-            uint8_t hb[LC_HDR_SIZE];
-            lc_hdr_encode(&h, hb);
-            broker_tap_record(self, TAP_ATTACH, hb, NULL, 0, "broker", NULL, 0, NULL, 0);
+            s_attach_record(self);
         } else if (zmq_msg_size(&m) >= 1 && p[0] == 0 && self->tap.spies > 0) {
             self->tap.spies--;
         }
@@ -130,13 +142,18 @@ void broker_tap_flush(broker_t *self)
     }
     self->tap.buf = NULL;
     self->tap.cap = 0;
-    if (zmq_msg_send(&m, self->tap.sock, ZMQ_DONTWAIT) < 0) {
+    bool sent = zmq_msg_send(&m, self->tap.sock, ZMQ_DONTWAIT) >= 0;
+    if (!sent) {
         /* A spy's queue is full: the whole batch is dropped for all, and counted. Each
          * record's number tells the spies exactly how many they missed. */
         zmq_msg_close(&m);
         self->stats.tap_dropped += self->tap.count;
     }
     self->tap.len = self->tap.count = 0;
+    if (sent)
+        self->tap.attach_owed = false;
+    else if (self->tap.attach_owed)
+        s_attach_record(self);
 }
 
 void broker_tap_record(broker_t *self, int what, const uint8_t *hdr, const char *address,

@@ -3,6 +3,7 @@
 #include "wire.h"
 
 #include <criterion/criterion.h>
+#include <zmq.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -581,4 +582,68 @@ Test(spy, lost_copies_are_shown_with_their_module)
               h_dump(lines));
     json_decref(lines);
     lc_client_destroy(&c);
+}
+
+/* A spy that attaches while another one lags (its batches dropped, the hello to the new spy
+ * among them) still hears that it is attached, and shows what comes after. */
+Test(spy, a_spy_attaching_beside_a_stuck_one_still_starts)
+{
+    h_broker("--monitor-queue", "2", NULL);
+    h_echo("e1");
+    proc_t *stuck = s_spy("stuck", "--json", NULL);
+    lc_client_t *c = h_client();
+    kill(stuck->pid, SIGSTOP);
+    int64_t deadline = lc_mono_ms() + 60000;
+    while (h_stat(c, "tap_dropped") == 0) {
+        for (int i = 0; i < 100; i++)
+            s_call_ok(c, "e1.echo", NULL);
+        cr_assert(lc_mono_ms() < deadline, "nothing dropped for the stopped spy");
+    }
+    proc_t *fresh = h_spawn("fresh", BIN("lc-spy"), "--bus", h_bus, "--json", NULL);
+    while (h_stat(c, "spies") < 2)
+        cr_assert(lc_mono_ms() < deadline, "the new spy's subscription did not arrive");
+    /* More traffic: the batch with the new spy's hello is dropped too. */
+    json_int_t before = h_stat(c, "tap_dropped");
+    while (h_stat(c, "tap_dropped") == before) {
+        s_call_ok(c, "e1.echo", NULL);
+        cr_assert(lc_mono_ms() < deadline, "no batch dropped after the new spy came");
+    }
+    kill(stuck->pid, SIGCONT);
+    free(h_wait_log(fresh, "lc-spy: tracing", 1, 20000));
+    s_call_ok(c, "e1.echo", json_pack("{s:b}", "after", 1));
+    free(h_wait_log(fresh, "\"after\":true", 1, 20000));
+    lc_client_destroy(&c);
+}
+
+/* The broker does not check payloads: one that is not JSON, not even UTF-8, still makes a
+ * valid JSON line, as a string with U+FFFD for the bad bytes. */
+Test(spy, a_payload_that_is_not_utf8_is_still_shown)
+{
+    h_broker(NULL);
+    proc_t *spy = s_spy("spy", "--json", NULL);
+    void *ctx = zmq_ctx_new();
+    void *sock = zmq_socket(ctx, ZMQ_DEALER);
+    cr_assert_eq(zmq_connect(sock, h_bus), 0);
+    uint8_t hb[LC_HDR_SIZE];
+    lc_hdr_t h = {.type = LC_MSG_HELLO, .seq = 1};
+    lc_hdr_encode(&h, hb);
+    const char *hello = "{\"token\":\"0123456789abcdef\"}";
+    zmq_send(sock, hb, sizeof hb, ZMQ_SNDMORE);
+    zmq_send(sock, "", 0, ZMQ_SNDMORE);
+    zmq_send(sock, "", 0, ZMQ_SNDMORE);
+    zmq_send(sock, hello, strlen(hello), 0);
+    h = (lc_hdr_t){.type = LC_MSG_EVENT, .seq = 2};
+    lc_hdr_encode(&h, hb);
+    zmq_send(sock, hb, sizeof hb, ZMQ_SNDMORE);
+    zmq_send(sock, "raw", 3, ZMQ_SNDMORE);
+    zmq_send(sock, "", 0, ZMQ_SNDMORE);
+    zmq_send(sock, "\xff\xfe{", 3, 0);
+    char *log = h_wait_log(spy, "\"target\":\"raw\"", 1, 10000);
+    cr_assert(strstr(log, "\"payload\":\"\\uFFFD\\uFFFD{\""), "%s", log);
+    free(log);
+    json_t *lines = s_lines(spy);
+    cr_assert(s_find(lines, "type", "event", "target", "raw", NULL), "%s", h_dump(lines));
+    json_decref(lines);
+    zmq_close(sock);
+    zmq_ctx_term(ctx);
 }

@@ -17,7 +17,9 @@
 #include <zmq.h>
 
 #define RECORD_MAGIC "lc-spy record 1\n"
-#define SPY_RCVHWM 100000 /* records queued on the spy's side before the broker must drop */
+#define SPY_RCVHWM 100 /* batches (2 ms of traffic each) queued on the spy's side */
+#define BATCHES_PER_ROUND 16 /* then signals, the clock and the output are looked at */
+#define SILENT_WARN_MS 3000  /* no word from the monitor by then: say so */
 
 enum { EXIT_OK = 0, EXIT_FAIL = 1, EXIT_USAGE = 2 };
 
@@ -298,8 +300,11 @@ int main(int argc, char **argv)
         s_monitor_endpoint(bus, ep, sizeof ep);
     struct stat st;
     if (strncmp(ep, "ipc://", 6) == 0 && stat(ep + 6, &st) < 0)
-        die(EXIT_FAIL, "no monitor at %s: is lc-broker running on %s? (%s)", ep, bus,
-            strerror(errno));
+        die(EXIT_FAIL,
+            "no monitor at %s (%s): is lc-broker running on %s? A broker started with "
+            "--monitor none has none, one with --monitor EP has it elsewhere: "
+            "'lc call broker.ping' names it, then use lc-spy --monitor EP",
+            ep, strerror(errno), bus);
 
     if (record) {
         spy.record = fopen(record, "wb");
@@ -328,17 +333,30 @@ int main(int argc, char **argv)
         die(EXIT_FAIL, "cannot attach to the monitor %s: %s", ep, zmq_strerror(errno));
 
     int64_t end = duration > 0 ? lc_mono_ms() + (int64_t)(duration * 1000) : 0;
+    int64_t warn_at = lc_mono_ms() + SILENT_WARN_MS;
     bool attached = false, stop = false;
     int rc = EXIT_OK;
     zmq_msg_t msg;
     zmq_msg_init(&msg);
     while (!stop) {
         long timeout = -1;
+        int64_t now = lc_mono_ms();
         if (end) {
-            int64_t left = end - lc_mono_ms();
-            if (left <= 0)
+            if (end <= now)
                 break;
-            timeout = left;
+            timeout = end - now;
+        }
+        if (!attached) {
+            if (warn_at && now >= warn_at) {
+                fprintf(stderr,
+                        "lc-spy: no word yet from the monitor at %s; is the broker running "
+                        "(a socket file can outlive a killed broker)? If another spy of this "
+                        "bus is stuck, the broker says hello once it has room\n",
+                        ep);
+                warn_at = 0;
+            } else if (warn_at && (timeout < 0 || timeout > warn_at - now)) {
+                timeout = warn_at - now;
+            }
         }
         zmq_pollitem_t items[2] = {{sub, 0, ZMQ_POLLIN, 0}, {NULL, sigfd, ZMQ_POLLIN, 0}};
         if (zmq_poll(items, 2, timeout) < 0) {
@@ -350,8 +368,10 @@ int main(int argc, char **argv)
         }
         if (items[1].revents)
             break;
-        /* Everything waiting, before looking at the clock again. */
-        while (!stop && zmq_msg_recv(&msg, sub, ZMQ_DONTWAIT) >= 0) {
+        /* A few batches, then signals, the clock and the output get a look again. */
+        for (int k = 0; k < BATCHES_PER_ROUND && !stop && !spy.out_errno &&
+                        zmq_msg_recv(&msg, sub, ZMQ_DONTWAIT) >= 0;
+             k++) {
             /* A frame is a batch: records, each after its u32 length. */
             const uint8_t *p = zmq_msg_data(&msg), *stop_at = p + zmq_msg_size(&msg);
             while (!stop && stop_at - p >= 4) {
@@ -371,11 +391,11 @@ int main(int argc, char **argv)
                     stop = s_take(&spy, p, size);
                 p += size;
             }
+            /* Once per batch from the broker, not per line. A reader that went away
+             * (lc-spy | head) ends the trace normally. */
+            if ((fflush(stdout) != 0 || ferror(stdout)) && !spy.out_errno)
+                spy.out_errno = errno ? errno : EIO;
         }
-        /* Once per batch from the broker, not per line. A reader that went away
-         * (lc-spy | head) ends the trace normally. */
-        if (fflush(stdout) != 0 && !spy.out_errno)
-            spy.out_errno = errno;
         if (spy.out_errno) {
             if (spy.out_errno != EPIPE) {
                 fprintf(stderr, "lc-spy: cannot write the output: %s\n",

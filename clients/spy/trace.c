@@ -297,15 +297,54 @@ static void s_id(char *buf, size_t size, uint64_t v)
     snprintf(buf, size, "%" PRIu64, v);
 }
 
+/* The length of the valid UTF-8 sequence at p (1-4), or 0. */
+static size_t s_utf8_len(const uint8_t *p, size_t n)
+{
+    size_t len = p[0] < 0x80 ? 1 : (p[0] & 0xE0) == 0xC0 ? 2 : (p[0] & 0xF0) == 0xE0 ? 3
+                                  : (p[0] & 0xF8) == 0xF0 ? 4 : 0;
+    if (!len || len > n || (len == 2 && p[0] < 0xC2) || (len == 4 && p[0] > 0xF4))
+        return 0;
+    for (size_t i = 1; i < len; i++)
+        if ((p[i] & 0xC0) != 0x80)
+            return 0;
+    if ((len == 3 && p[0] == 0xE0 && p[1] < 0xA0) || (len == 3 && p[0] == 0xED && p[1] > 0x9F) ||
+        (len == 4 && p[0] == 0xF0 && p[1] < 0x90) || (len == 4 && p[0] == 0xF4 && p[1] > 0x8F))
+        return 0; /* overlong, surrogate, beyond U+10FFFF */
+    return len;
+}
+
+/* The payload as JSON; a payload that is not JSON (the broker does not check payloads) as a
+ * string, its bytes that are not UTF-8 replaced by U+FFFD. */
 static json_t *s_payload_json(const rec_t *r)
 {
     if (!r->plen)
         return json_null();
     json_t *v = json_loadb((const char *)r->payload, r->plen, JSON_DECODE_ANY, NULL);
-    return v ? v : json_stringn_nocheck((const char *)r->payload, r->plen);
+    if (v)
+        return v;
+    char *text = malloc(r->plen * 3 + 1);
+    if (!text)
+        return json_null();
+    size_t n = 0;
+    for (size_t i = 0; i < r->plen;) {
+        size_t k = s_utf8_len(r->payload + i, r->plen - i);
+        if (k) {
+            memcpy(text + n, r->payload + i, k);
+            n += k;
+            i += k;
+        } else {
+            memcpy(text + n, "\xEF\xBF\xBD", 3);
+            n += 3;
+            i++;
+        }
+    }
+    v = json_stringn(text, n);
+    free(text);
+    return v ? v : json_null();
 }
 
-static void s_print_json(trace_t *self, const rec_t *r, int kind, const char *label, int64_t lat,
+/* Returns false if the record could not be written (said on stderr). */
+static bool s_print_json(trace_t *self, const rec_t *r, int kind, const char *label, int64_t lat,
                          json_t *done)
 {
     static const char *const kinds[] = {"call", "reply", "error", "task", "event", "control"};
@@ -331,9 +370,9 @@ static void s_print_json(trace_t *self, const rec_t *r, int kind, const char *la
         "priority", r->h.priority, "id", id, "parent", parent, "tx", tx, "status", (int)r->h.status,
         "status_name", lc_status_name((int)r->h.status), "bytes", (json_int_t)r->plen);
     if (!o) {
-        fprintf(stderr, "lc-spy: a record could not be written as JSON (seq %" PRIu64 ")\n",
-                r->seq);
-        return;
+        fprintf(stderr, "lc-spy: record %" PRIu64 " could not be written as JSON (out of "
+                        "memory?); skipped\n", r->seq);
+        return false;
     }
     if (lat >= 0)
         json_object_set_new(o, "latency_us", json_integer(lat));
@@ -345,10 +384,14 @@ static void s_print_json(trace_t *self, const rec_t *r, int kind, const char *la
         json_object_set_new(o, "payload", s_payload_json(r));
     char *text = json_dumps(o, JSON_COMPACT | JSON_ENSURE_ASCII);
     json_decref(o);
-    if (text) {
-        fprintf(self->out, "%s\n", text);
-        free(text);
+    if (!text) {
+        fprintf(stderr, "lc-spy: record %" PRIu64 " could not be written as JSON (out of "
+                        "memory?); skipped\n", r->seq);
+        return false;
     }
+    fprintf(self->out, "%s\n", text);
+    free(text);
+    return true;
 }
 
 /* Columns a UTF-8 string takes (one per character: enough for names and JSON). */
@@ -399,10 +442,15 @@ static void s_print_text(trace_t *self, const rec_t *r, int kind, const char *la
             k += snprintf(indent + k, sizeof indent - (size_t)k, "  ");
         snprintf(indent + k, sizeof indent - (size_t)k, "└ ");
     }
-    char head[1024];
-    int hl = snprintf(head, sizeof head, "%s %s%-8s %s%s", when, indent, label, route, meta);
-    if (hl < 0)
+    size_t hsize = strlen(route) + sizeof when + sizeof meta + sizeof indent + 16;
+    char *head = malloc(hsize);
+    if (!head)
         return;
+    int hl = snprintf(head, hsize, "%s %s%-8s %s%s", when, indent, label, route, meta);
+    if (hl < 0) {
+        free(head);
+        return;
+    }
     size_t hcols = s_cols(head, strlen(head));
     size_t room = blen;
     bool cut = false;
@@ -421,6 +469,7 @@ static void s_print_text(trace_t *self, const rec_t *r, int kind, const char *la
     if (room || cut)
         fprintf(self->out, "  %.*s%s", (int)room, body, cut ? "…" : "");
     fputc('\n', self->out);
+    free(head);
 }
 
 void trace_dropped(trace_t *self, uint64_t n)
@@ -452,10 +501,10 @@ static char *s_flat(const rec_t *r, size_t *len)
 
 bool trace_record(trace_t *self, const rec_t *r)
 {
+    /* Records come in order from one broker: a lower number means a new broker run. */
     if (self->next_seq && r->seq > self->next_seq)
         trace_dropped(self, r->seq - self->next_seq);
-    if (r->seq >= self->next_seq)
-        self->next_seq = r->seq + 1;
+    self->next_seq = r->seq + 1;
     if (r->what == REC_ATTACH)
         return false;
     if (self->quiet) {
@@ -498,6 +547,10 @@ bool trace_record(trace_t *self, const rec_t *r)
         }
     }
 
+    /* A copy lost after its acceptance will never be done: one completion less to wait
+     * for. (A fan-out's lost copies come before the event, which counts only the queued.) */
+    if (r->what == REC_LOST && r->h.id && idmap_get(&self->pending, r->h.id))
+        s_pair(self, r->h.id, r->h.time_us, NULL, 0);
     /* A fan-out's lost copies are recorded before the event itself. */
     if (r->what == REC_LOST && t == LC_MSG_EVENT) {
         self->lost_n = self->lost_id == r->h.id ? self->lost_n + 1 : 1;
@@ -517,51 +570,58 @@ bool trace_record(trace_t *self, const rec_t *r)
 
     bool show = s_wanted(self, r, kind);
     if (show && self->json) {
-        s_print_json(self, r, kind, label, lat, done);
+        show = s_print_json(self, r, kind, label, lat, done);
     } else if (show) {
-        char route[LC_ADDRESS_MAX * 2 + 600];
+        /* Long enough for every name a fan-out lists: a line is never cut here. */
+        size_t rsize = r->tolen + 2 * (size_t)LC_ADDRESS_MAX + 600;
+        char *route = malloc(rsize);
+        if (!route) {
+            fprintf(stderr, "lc-spy: out of memory for record %" PRIu64 "\n", r->seq);
+            json_decref(done);
+            return false;
+        }
         const char *src = r->slen ? r->source : "?";
         int sl = r->slen ? (int)r->slen : 1;
         switch (t) {
         case LC_MSG_CALL:
         case LC_MSG_TASK:
-            snprintf(route, sizeof route, "%.*s → %.*s", sl, src, (int)r->alen, r->address);
+            snprintf(route, rsize, "%.*s → %.*s", sl, src, (int)r->alen, r->address);
             break;
         case LC_MSG_EVENT:
             if (r->what == REC_LOST)
-                snprintf(route, sizeof route, "%.*s → %.*s, copy for %.*s", sl, src,
+                snprintf(route, rsize, "%.*s → %.*s, copy for %.*s", sl, src,
                          (int)r->alen, r->address, (int)r->tolen, r->to);
             else if (lost)
-                snprintf(route, sizeof route, "%.*s → %.*s ⇒ %.*s%s(%d lost)", sl, src,
+                snprintf(route, rsize, "%.*s → %.*s ⇒ %.*s%s(%d lost)", sl, src,
                          (int)r->alen, r->address, (int)r->tolen, r->to, r->tolen ? " " : "",
                          lost);
             else
-                snprintf(route, sizeof route, "%.*s → %.*s ⇒ %s%.*s", sl, src, (int)r->alen,
+                snprintf(route, rsize, "%.*s → %.*s ⇒ %s%.*s", sl, src, (int)r->alen,
                          r->address, r->tolen ? "" : "(no subscriber)", (int)r->tolen, r->to);
             break;
         case LC_MSG_REPLY:
         case LC_MSG_ERROR:
             /* The call it answers, when the spy saw it. */
-            snprintf(route, sizeof route, "%.*s → %.*s%s%s%s%s%s", sl, src, (int)r->tolen, r->to,
+            snprintf(route, rsize, "%.*s → %.*s%s%s%s%s%s", sl, src, (int)r->tolen, r->to,
                      *what ? " (" : "", what, *what ? ")" : "", t == LC_MSG_ERROR ? " " : "",
                      t == LC_MSG_ERROR ? lc_status_name((int)r->h.status) : "");
             break;
         case LC_MSG_NOTICE:
-            snprintf(route, sizeof route, "%.*s → %.*s about %.*s%s%s", sl, src, (int)r->tolen,
+            snprintf(route, rsize, "%.*s → %.*s about %.*s%s%s", sl, src, (int)r->tolen,
                      r->to, (int)r->alen, r->address, r->h.status ? " " : "",
                      r->h.status ? lc_status_name((int)r->h.status) : "");
             break;
         case LC_MSG_STATE:
-            snprintf(route, sizeof route, "%.*s%s%.*s: %.*s", sl, src,
+            snprintf(route, rsize, "%.*s%s%.*s: %.*s", sl, src,
                      r->what == REC_SENT ? " → " : "", (int)r->tolen, r->to, (int)r->alen,
                      r->address);
             break;
         case LC_MSG_WELCOME:
-            snprintf(route, sizeof route, "%.*s → %.*s: registered", sl, src, (int)r->alen,
+            snprintf(route, rsize, "%.*s → %.*s: registered", sl, src, (int)r->alen,
                      r->address);
             break;
         default:
-            snprintf(route, sizeof route, "%.*s%s%.*s", sl, src, r->tolen ? " → " : "",
+            snprintf(route, rsize, "%.*s%s%.*s", sl, src, r->tolen ? " → " : "",
                      (int)r->tolen, r->to);
         }
         if (done) {
@@ -604,6 +664,7 @@ bool trace_record(trace_t *self, const rec_t *r)
             s_print_text(self, r, kind, label, lat, depth, route, body ? body : "", blen);
             free(body);
         }
+        free(route);
     }
     json_decref(done);
     if (show)
