@@ -149,7 +149,10 @@ static void s_monitor_endpoint(const char *bus, char *out, size_t size)
                        "(or give --monitor EP)", bus);
     json_t *res = NULL;
     int rc = lc_call(c, "broker.ping", NULL, &res, 3000);
-    const char *ep = rc == 0 ? json_string_value(json_object_get(res, "monitor")) : NULL;
+    if (rc < 0)
+        die(EXIT_FAIL, "cannot ask the broker at %s where its monitor is: broker.ping: %s "
+                       "(or give --monitor EP)", bus, lc_strerror(rc));
+    const char *ep = json_string_value(json_object_get(res, "monitor"));
     if (!ep)
         die(EXIT_FAIL, "the broker at %s has no monitor; start it with --monitor EP", bus);
     snprintf(out, size, "%s", ep);
