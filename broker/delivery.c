@@ -327,9 +327,10 @@ void broker_on_task(broker_t *self, zmq_msg_t *f, conn_t *c, const lc_hdr_t *h)
     s_enqueue(self, m, it);
     m->count.tasks_in++;
     self->stats.tasks++;
+    /* Delivered (if the window allows) before the sender hears that it was accepted. */
+    broker_pump(self, m);
     if (h->flags & LC_FLAG_CONFIRM)
         s_notice(self, c, h, id, LC_STATUS_OK, 0, addr, NULL);
-    broker_pump(self, m);
 }
 
 /* ---- Events --------------------------------------------------------------------------- */

@@ -786,6 +786,7 @@ Test(queue, in_process_deferred_tasks_done_from_other_threads)
     h_enqueue_ok(c, "svc.job", json_pack("{s:i}", "n", 3), LC_PRIORITY_LOW);
     h_enqueue_ok(c, "svc.job", json_pack("{s:i}", "n", 1), LC_PRIORITY_HIGH);
     h_enqueue_ok(c, "svc.job", json_pack("{s:i}", "n", 2), LC_PRIORITY_NORMAL);
+    h_wait_module_int(c, "svc", "in_flight", 3, 10000); /* all three sent to the module */
     h_dispatch_until(m, &svc.finished, 3, 5000, "deferred tasks finished by other threads");
     cr_assert_eq(svc.handled, 3);
     cr_assert_eq(svc.kinds_ok, 3);
