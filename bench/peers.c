@@ -120,6 +120,26 @@ static void s_kill(child_t *c)
 /* ---- MQTT -------------------------------------------------------------------------------------
  */
 
+/* Collects what each of the s_k subscribers reports ("count time_us", its count including
+ * the closing message) and returns the copies delivered; *last: the latest report time. */
+static long s_collect(child_t *subs, int timeout_ms, int64_t *last)
+{
+    char line[256];
+    long got = 0;
+    *last = 0;
+    for (int i = 0; i < s_k; i++) {
+        long c = 0;
+        long long t = 0;
+        if (s_read_line(&subs[i], line, sizeof line, timeout_ms) &&
+            sscanf(line, "%ld %lld", &c, &t) == 2) {
+            got += c - 1;
+            if (t > *last)
+                *last = t;
+        }
+    }
+    return got;
+}
+
 static int s_port;
 
 static void s_mq_connect(struct mosquitto *m)
@@ -248,18 +268,8 @@ static double s_mqtt_fanout(void)
         while (mosquitto_publish(m, NULL, "bench/ev", 64, s_payload, 0, false) == MOSQ_ERR_NOMEM)
             usleep(100);
     mosquitto_publish(m, NULL, "bench/ev", 4, "last", 0, false);
-    long got = 0;
-    int64_t last = 0;
-    for (int i = 0; i < s_k; i++) {
-        long c = 0;
-        long long t = 0;
-        if (s_read_line(&subs[i], line, sizeof line, 30000) &&
-            sscanf(line, "%ld %lld", &c, &t) == 2) {
-            got += c - 1;
-            if (t > last)
-                last = t;
-        }
-    }
+    int64_t last;
+    long got = s_collect(subs, 30000, &last);
     if (got < n * s_k)
         fprintf(stderr, "lc-bench-peers: note: MQTT QoS 0 delivered %ld of %ld copies\n", got,
                 n * s_k);
@@ -481,18 +491,8 @@ static double s_dbus_fanout(void)
     }
     sd_bus_emit_signal(b, "/lc/bench", "lc.Bench", "Ev", "s", "last");
     sd_bus_flush(b);
-    long got = 0;
-    int64_t last = 0;
-    for (int i = 0; i < s_k; i++) {
-        long c = 0;
-        long long t = 0;
-        if (s_read_line(&subs[i], line, sizeof line, 60000) &&
-            sscanf(line, "%ld %lld", &c, &t) == 2) {
-            got += c - 1;
-            if (t > last)
-                last = t;
-        }
-    }
+    int64_t last;
+    long got = s_collect(subs, 60000, &last);
     if (got < n * s_k)
         fprintf(stderr, "lc-bench-peers: note: D-Bus delivered %ld of %ld signals\n", got, n * s_k);
     sd_bus_flush_close_unref(b);

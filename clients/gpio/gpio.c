@@ -260,7 +260,7 @@ static void s_lines_config(const char *key, bool output)
 
 /* ---- Outputs -------------------------------------------------------------------------- */
 
-static const char *s_line_text(const gpio_line_t *line, char *buf, size_t size)
+const char *gpio_line_text(const gpio_line_t *line, char *buf, size_t size)
 {
     if (line->name)
         snprintf(buf, size, "line %u (%s)", line->offset, line->name);
@@ -277,7 +277,7 @@ static void s_write(gpio_line_t *line, int value)
     if (rc < 0) {
         char what[320];
         lc_log(G.client, LC_LOG_ERROR, "cannot set %s of chip %s to %d: %s",
-               s_line_text(line, what, sizeof what), G.backend->chip, value, strerror(-rc));
+               gpio_line_text(line, what, sizeof what), G.backend->chip, value, strerror(-rc));
         return;
     }
     line->value = value;
@@ -347,7 +347,7 @@ static void s_set_state(gpio_line_t *line, int state)
         r->timer = 0;
     }
     char what[320];
-    lc_log(G.client, LC_LOG_INFO, "%s: %s", s_line_text(line, what, sizeof what),
+    lc_log(G.client, LC_LOG_INFO, "%s: %s", gpio_line_text(line, what, sizeof what),
            s_state_names[state]);
 }
 
@@ -390,7 +390,7 @@ static void s_settle(gpio_line_t *line, int level, uint64_t ts_ns)
     if (!(line->edges & (rising ? GPIO_EDGE_RISING : GPIO_EDGE_FALLING)))
         return;
     char what[320];
-    s_line_text(line, what, sizeof what);
+    gpio_line_text(line, what, sizeof what);
     if (lc_state(G.client) != LC_STATE_ACTIVE) {
         lc_log(G.client, LC_LOG_INFO, "%s: %s edge while the module is not active: no event", what,
                rising ? "rising" : "falling");
@@ -418,7 +418,7 @@ static void s_debounced(lc_client_t *c, int id, void *arg)
     if (level < 0) {
         char what[320];
         lc_log(G.client, LC_LOG_ERROR, "cannot read %s of chip %s: %s",
-               s_line_text(line, what, sizeof what), G.backend->chip, strerror(-level));
+               gpio_line_text(line, what, sizeof what), G.backend->chip, strerror(-level));
         return;
     }
     s_settle(line, level, line->last_edge_ns);

@@ -72,6 +72,9 @@ struct gpio_backend {
 /* The real chip (gpiod.c). */
 gpio_backend_t *gpio_gpiod_new(void);
 
+/* "line 17 (Output17_ForBlinking)" or "line 17", into buf, for messages. */
+const char *gpio_line_text(const gpio_line_t *line, char *buf, size_t size);
+
 /* The simulated chip (sim.c): records every output transition (at most log_max, the
  * oldest dropped first; also appended to log_file as JSON lines when it is not NULL). */
 gpio_backend_t *gpio_sim_new(const char *log_file, size_t log_max, char *err, size_t size);

@@ -19,15 +19,6 @@ typedef struct {
     size_t nlines, caplines;
 } real_t;
 
-/* "line 17 (Output17_ForBlinking)" or "line 17". */
-static const char *s_line_text(const gpio_line_t *line, char *buf, size_t size)
-{
-    if (line->name)
-        snprintf(buf, size, "line %u (%s)", line->offset, line->name);
-    else
-        snprintf(buf, size, "line %u", line->offset);
-    return buf;
-}
 
 static const char *s_hint(int err)
 {
@@ -67,7 +58,7 @@ static int s_request(gpio_backend_t *b, gpio_line_t *line, char *err, size_t siz
 {
     real_t *r = (real_t *)b;
     char what[320];
-    s_line_text(line, what, sizeof what);
+    gpio_line_text(line, what, sizeof what);
     if (r->nlines == r->caplines) {
         size_t cap = r->caplines ? 2 * r->caplines : 8;
         gpio_line_t **lines = realloc(r->lines, cap * sizeof *lines);
