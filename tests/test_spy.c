@@ -359,6 +359,34 @@ Test(spy, record_then_replay_with_a_transaction_tree)
     cr_assert_str_eq(h_str(inner, "parent"), h_str(outer, "id"));
     cr_assert_str_eq(h_str(inner, "source"), "e1");
 
+    /* A recording cut inside a record replays up to there, then says so. */
+    char cut[300];
+    snprintf(cut, sizeof cut, "%s/cut.rec", h_dir);
+    char *whole = NULL;
+    size_t size = 0;
+    FILE *in = fopen(rec, "rb");
+    cr_assert(in);
+    FILE *mem = open_memstream(&whole, &size);
+    char chunk[4096];
+    size_t got;
+    while ((got = fread(chunk, 1, sizeof chunk, in)) > 0)
+        fwrite(chunk, 1, got, mem);
+    fclose(in);
+    fclose(mem);
+    FILE *cutf = fopen(cut, "wb");
+    cr_assert(cutf && size > 20);
+    fwrite(whole, 1, size - 5, cutf);
+    fclose(cutf);
+    free(whole);
+    proc_t *short_replay = h_spawn("short", BIN("lc-spy"), "--replay", cut, "--json", NULL);
+    cr_assert_eq(WEXITSTATUS(h_wait_exit(short_replay, 10000)), 1, "%s", h_log(short_replay));
+    char *slog = h_slurp(short_replay->log);
+    cr_assert(strstr(slog, "ends in the middle of record"), "%s", slog);
+    json_t *partial = s_lines(short_replay);
+    cr_assert_eq(json_array_size(partial), json_array_size(live) - 1, "all but the cut record");
+    json_decref(partial);
+    free(slog);
+
     /* A replay of a file that is not a recording says so. */
     char bad[300];
     snprintf(bad, sizeof bad, "%s/bad.rec", h_dir);
@@ -439,8 +467,10 @@ Test(spy, a_stopped_spy_never_slows_the_bus)
     h_broker("--monitor-queue", "100", NULL);
     h_echo("e1");
     proc_t *spy = s_spy("spy", "--json", "--kind", "call", NULL);
+    proc_t *text = s_spy("text", "--color", "never", "--kind", "call", NULL);
     lc_client_t *c = h_client();
     kill(spy->pid, SIGSTOP);
+    kill(text->pid, SIGSTOP);
     /* Enough records to fill the spy's socket and the broker's queue for it many times. */
     int64_t deadline = lc_mono_ms() + 60000;
     int calls = 0;
@@ -451,6 +481,7 @@ Test(spy, a_stopped_spy_never_slows_the_bus)
     }
     json_int_t dropped = h_stat(c, "tap_dropped");
     kill(spy->pid, SIGCONT);
+    kill(text->pid, SIGCONT);
     /* Until it has drained its backlog, what is sent meanwhile may be dropped too: probe
      * until a call reaches it, then mark the end. */
     deadline = lc_mono_ms() + 20000;
@@ -466,6 +497,9 @@ Test(spy, a_stopped_spy_never_slows_the_bus)
     }
     s_call_ok(c, "e1.echo", json_pack("{s:b}", "last", 1));
     free(h_wait_log(spy, "\"last\":true", 1, 20000));
+    free(h_wait_log(text, "{\"last\":true}", 1, 20000));
+    /* In text, the gap is a line of its own where the records are missing. */
+    free(h_wait_log(text, " messages dropped: the spy could not keep up", 1, 10000));
     h_stop(spy, SIGTERM, 10000);
     json_t *lines = s_lines(spy);
     json_int_t reported = 0;

@@ -121,6 +121,7 @@ static int s_replay(spy_t *spy, const char *path)
             cap = size;
         }
         if (got != 4 || fread(buf, 1, size, in) != size) {
+            fflush(stdout); /* what was shown comes before the complaint */
             fprintf(stderr, "lc-spy: %s ends in the middle of record %" PRIu64 " (cut short?)\n",
                     path, n + 1);
             rc = EXIT_FAIL;
