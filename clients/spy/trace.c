@@ -343,55 +343,294 @@ static json_t *s_payload_json(const rec_t *r)
     return v ? v : json_null();
 }
 
-/* Returns false if the record could not be written (said on stderr). */
-static bool s_print_json(trace_t *self, const rec_t *r, int kind, const char *label, int64_t lat,
-                         json_t *done)
+/* A finished item of a DONE record, paired with what the spy saw of it. */
+typedef struct {
+    uint64_t id;
+    uint32_t status;
+    int64_t latency_us; /* -1: not seen accepted */
+    char name[LC_ADDRESS_MAX + 8];
+} fin_t;
+
+/* ---- JSON lines ------------------------------------------------------------------------
+ * Written by hand rather than through jansson: a busy bus makes hundreds of thousands of
+ * records a second, and building and dumping a json_t for each made --json five times
+ * slower than the text lines. A payload that is valid JSON in printable ASCII (what liblc
+ * sends) is copied as it is, after a check that allocates nothing; any other goes through
+ * jansson (s_payload_json). The output is the same JSON either way. */
+
+/* A JSON string of n bytes, ASCII only: other characters as \uXXXX, bytes that are not
+ * UTF-8 as \uFFFD. */
+static void s_put_str(FILE *out, const char *s, size_t n)
+{
+    const uint8_t *p = (const uint8_t *)s;
+    putc('"', out);
+    for (size_t i = 0; i < n;) {
+        uint8_t c = p[i];
+        if (c >= 0x20 && c < 0x7F && c != '"' && c != '\\') {
+            putc(c, out);
+            i++;
+        } else if (c == '"' || c == '\\') {
+            putc('\\', out);
+            putc(c, out);
+            i++;
+        } else if (c < 0x80) {
+            fprintf(out, "\\u%04x", c);
+            i++;
+        } else {
+            size_t k = s_utf8_len(p + i, n - i);
+            uint32_t cp = 0xFFFD;
+            if (k == 2)
+                cp = (uint32_t)(c & 0x1F) << 6 | (p[i + 1] & 0x3F);
+            else if (k == 3)
+                cp = (uint32_t)(c & 0x0F) << 12 | (uint32_t)(p[i + 1] & 0x3F) << 6 |
+                     (p[i + 2] & 0x3F);
+            else if (k == 4)
+                cp = (uint32_t)(c & 0x07) << 18 | (uint32_t)(p[i + 1] & 0x3F) << 12 |
+                     (uint32_t)(p[i + 2] & 0x3F) << 6 | (p[i + 3] & 0x3F);
+            if (cp >= 0x10000) {
+                cp -= 0x10000;
+                fprintf(out, "\\u%04X\\u%04X", 0xD800 + (cp >> 10), 0xDC00 + (cp & 0x3FF));
+            } else {
+                fprintf(out, "\\u%04X", cp);
+            }
+            i += k ? k : 1;
+        }
+    }
+    putc('"', out);
+}
+
+/* A JSON syntax check without allocation (RFC 8259; nesting up to 64 levels). */
+typedef struct {
+    const uint8_t *p, *end;
+    int depth;
+} js_t;
+
+static void js_ws(js_t *j)
+{
+    while (j->p < j->end && (*j->p == ' ' || *j->p == '\t' || *j->p == '\n' || *j->p == '\r'))
+        j->p++;
+}
+
+static bool js_lit(js_t *j, const char *word)
+{
+    size_t n = strlen(word);
+    if ((size_t)(j->end - j->p) < n || memcmp(j->p, word, n) != 0)
+        return false;
+    j->p += n;
+    return true;
+}
+
+static bool js_hex(uint8_t c)
+{
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
+
+static bool js_string(js_t *j)
+{
+    j->p++; /* the opening quote */
+    while (j->p < j->end) {
+        uint8_t c = *j->p;
+        if (c == '"') {
+            j->p++;
+            return true;
+        }
+        if (c < 0x20)
+            return false;
+        if (c == '\\') {
+            if (++j->p >= j->end)
+                return false;
+            c = *j->p;
+            if (c == 'u') {
+                if (j->end - j->p < 5)
+                    return false;
+                for (int i = 1; i <= 4; i++)
+                    if (!js_hex(j->p[i]))
+                        return false;
+                j->p += 5;
+            } else if (c == '"' || c == '\\' || c == '/' || c == 'b' || c == 'f' || c == 'n' ||
+                       c == 'r' || c == 't') {
+                j->p++;
+            } else {
+                return false;
+            }
+        } else if (c >= 0x80) {
+            size_t k = s_utf8_len(j->p, (size_t)(j->end - j->p));
+            if (!k)
+                return false;
+            j->p += k;
+        } else {
+            j->p++;
+        }
+    }
+    return false;
+}
+
+static bool js_digits(js_t *j)
+{
+    const uint8_t *start = j->p;
+    while (j->p < j->end && *j->p >= '0' && *j->p <= '9')
+        j->p++;
+    return j->p > start;
+}
+
+static bool js_number(js_t *j)
+{
+    if (*j->p == '-')
+        j->p++;
+    if (j->p < j->end && *j->p == '0')
+        j->p++;
+    else if (!js_digits(j))
+        return false;
+    if (j->p < j->end && *j->p == '.') {
+        j->p++;
+        if (!js_digits(j))
+            return false;
+    }
+    if (j->p < j->end && (*j->p == 'e' || *j->p == 'E')) {
+        j->p++;
+        if (j->p < j->end && (*j->p == '+' || *j->p == '-'))
+            j->p++;
+        if (!js_digits(j))
+            return false;
+    }
+    return true;
+}
+
+static bool js_value(js_t *j)
+{
+    js_ws(j);
+    if (j->p >= j->end)
+        return false;
+    uint8_t c = *j->p;
+    if (c == '"')
+        return js_string(j);
+    if (c == 't')
+        return js_lit(j, "true");
+    if (c == 'f')
+        return js_lit(j, "false");
+    if (c == 'n')
+        return js_lit(j, "null");
+    if (c == '-' || (c >= '0' && c <= '9'))
+        return js_number(j);
+    if (c != '{' && c != '[')
+        return false;
+    if (++j->depth > 64)
+        return false;
+    uint8_t close = c == '{' ? '}' : ']';
+    j->p++;
+    js_ws(j);
+    if (j->p < j->end && *j->p == close) {
+        j->p++;
+        j->depth--;
+        return true;
+    }
+    for (;;) {
+        if (c == '{') {
+            js_ws(j);
+            if (j->p >= j->end || *j->p != '"' || !js_string(j))
+                return false;
+            js_ws(j);
+            if (j->p >= j->end || *j->p != ':')
+                return false;
+            j->p++;
+        }
+        if (!js_value(j))
+            return false;
+        js_ws(j);
+        if (j->p >= j->end)
+            return false;
+        if (*j->p == ',') {
+            j->p++;
+            continue;
+        }
+        if (*j->p != close)
+            return false;
+        j->p++;
+        j->depth--;
+        return true;
+    }
+}
+
+/* Valid JSON made of printable ASCII: it can go into the line as it is. */
+static bool s_payload_verbatim(const rec_t *r)
+{
+    for (size_t i = 0; i < r->plen; i++)
+        if (r->payload[i] < 0x20 || r->payload[i] > 0x7E)
+            return false;
+    js_t j = {r->payload, r->payload + r->plen, 0};
+    if (!js_value(&j))
+        return false;
+    js_ws(&j);
+    return j.p == j.end;
+}
+
+static void s_put_payload(FILE *out, const rec_t *r)
+{
+    if (!r->plen) {
+        fputs("null", out);
+    } else if (s_payload_verbatim(r)) {
+        fwrite(r->payload, 1, r->plen, out);
+    } else {
+        json_t *v = s_payload_json(r);
+        char *text = json_dumps(v, JSON_COMPACT | JSON_ENSURE_ASCII | JSON_ENCODE_ANY);
+        fputs(text ? text : "null", out);
+        free(text);
+        json_decref(v);
+    }
+}
+
+/* One record as a JSON line; fields and their order are documented in docs/tracing.md. */
+static void s_print_json(trace_t *self, const rec_t *r, int kind, const char *label, int64_t lat,
+                         const fin_t *fins, size_t nfins)
 {
     static const char *const kinds[] = {"call", "reply", "error", "task", "event", "control"};
     const char *kname = "control";
     for (int i = 0; i < 6; i++)
         if (kind == 1 << i)
             kname = kinds[i];
-    char id[24], parent[24], tx[24];
-    s_id(id, sizeof id, r->h.id);
-    s_id(parent, sizeof parent, r->h.parent);
-    s_id(tx, sizeof tx, r->h.tx);
-    json_t *to = json_array();
+    FILE *out = self->out;
+    fprintf(out, "{\"seq\":%" PRIu64 ",\"time_us\":%" PRIu64 ",\"kind\":\"%s\",\"type\":\"%s\","
+                 "\"source\":",
+            r->seq, r->h.time_us, kname, label);
+    s_put_str(out, r->source, r->slen);
+    fputs(",\"target\":", out);
+    s_put_str(out, r->address, r->alen);
+    fputs(",\"to\":[", out);
     for (const char *p = r->to, *end = r->to + r->tolen; p < end;) {
         const char *comma = memchr(p, ',', (size_t)(end - p));
         size_t k = comma ? (size_t)(comma - p) : (size_t)(end - p);
-        json_array_append_new(to, json_stringn(p, k));
+        if (p != r->to)
+            putc(',', out);
+        s_put_str(out, p, k);
         p += k + 1;
     }
-    json_t *o = json_pack(
-        "{s:I, s:I, s:s, s:s, s:s#, s:s#, s:o, s:i, s:s, s:s, s:s, s:i, s:s, s:I}", "seq",
-        (json_int_t)r->seq, "time_us", (json_int_t)r->h.time_us, "kind", kname, "type", label,
-        "source", r->source, (int)r->slen, "target", r->address, (int)r->alen, "to", to,
-        "priority", r->h.priority, "id", id, "parent", parent, "tx", tx, "status", (int)r->h.status,
-        "status_name", lc_status_name((int)r->h.status), "bytes", (json_int_t)r->plen);
-    if (!o) {
-        fprintf(stderr, "lc-spy: record %" PRIu64 " could not be written as JSON (out of "
-                        "memory?); skipped\n", r->seq);
-        return false;
-    }
+    fprintf(out, "],\"priority\":%u,\"id\":\"%" PRIu64 "\",\"parent\":\"%" PRIu64
+                 "\",\"tx\":\"%" PRIu64 "\",\"status\":%u,\"status_name\":\"%s\",\"bytes\":%zu",
+            r->h.priority, r->h.id, r->h.parent, r->h.tx, (unsigned)r->h.status,
+            lc_status_name((int)r->h.status), r->plen);
     if (lat >= 0)
-        json_object_set_new(o, "latency_us", json_integer(lat));
+        fprintf(out, ",\"latency_us\":%" PRId64, lat);
     if (r->h.type == LC_MSG_CALL)
-        json_object_set_new(o, "timeout_ms", json_integer(r->h.timeout_ms));
-    if (done)
-        json_object_set_new(o, "done", json_incref(done));
-    else
-        json_object_set_new(o, "payload", s_payload_json(r));
-    char *text = json_dumps(o, JSON_COMPACT | JSON_ENSURE_ASCII);
-    json_decref(o);
-    if (!text) {
-        fprintf(stderr, "lc-spy: record %" PRIu64 " could not be written as JSON (out of "
-                        "memory?); skipped\n", r->seq);
-        return false;
+        fprintf(out, ",\"timeout_ms\":%u", (unsigned)r->h.timeout_ms);
+    if (r->h.type == LC_MSG_DONE) {
+        fputs(",\"done\":[", out);
+        for (size_t i = 0; i < nfins; i++) {
+            fprintf(out, "%s{\"id\":\"%" PRIu64 "\",\"status\":%u", i ? "," : "", fins[i].id,
+                    (unsigned)fins[i].status);
+            if (fins[i].latency_us >= 0)
+                fprintf(out, ",\"latency_us\":%" PRId64, fins[i].latency_us);
+            if (fins[i].name[0]) {
+                fputs(",\"name\":", out);
+                s_put_str(out, fins[i].name, strlen(fins[i].name));
+            }
+            putc('}', out);
+        }
+        putc(']', out);
+    } else {
+        fputs(",\"payload\":", out);
+        s_put_payload(out, r);
     }
-    fprintf(self->out, "%s\n", text);
-    free(text);
-    return true;
+    fputs("}\n", out);
 }
 
 /* Columns a UTF-8 string takes (one per character: enough for names and JSON). */
@@ -528,22 +767,15 @@ bool trace_record(trace_t *self, const rec_t *r)
         int refs = t == LC_MSG_TASK ? 1 : (int)s_count_names(r->to, r->tolen);
         s_remember(self, r->h.id, r->h.time_us, refs, r->address, r->alen);
     }
-    json_t *done = NULL;
-    if (t == LC_MSG_DONE) {
-        done = json_array();
-        for (size_t off = 0; off + 16 <= r->plen; off += 16) {
-            uint64_t id = lc_hdr_get_u64(r->payload, off);
-            char name[LC_ADDRESS_MAX + 8] = "";
-            int64_t l = s_pair(self, id, r->h.time_us, name, sizeof name);
-            char ids[24];
-            s_id(ids, sizeof ids, id);
-            json_t *e = json_pack("{s:s, s:i}", "id", ids, "status",
-                                  (int)lc_hdr_get_u32(r->payload, off + 8));
-            if (l >= 0)
-                json_object_set_new(e, "latency_us", json_integer(l));
-            if (*name)
-                json_object_set_new(e, "name", json_string(name));
-            json_array_append_new(done, e);
+    fin_t *fins = NULL;
+    size_t nfins = 0;
+    if (t == LC_MSG_DONE && r->plen >= 16) {
+        fins = calloc(r->plen / 16, sizeof *fins);
+        for (size_t off = 0; fins && off + 16 <= r->plen; off += 16, nfins++) {
+            fin_t *f = &fins[nfins];
+            f->id = lc_hdr_get_u64(r->payload, off);
+            f->status = lc_hdr_get_u32(r->payload, off + 8);
+            f->latency_us = s_pair(self, f->id, r->h.time_us, f->name, sizeof f->name);
         }
     }
 
@@ -570,14 +802,14 @@ bool trace_record(trace_t *self, const rec_t *r)
 
     bool show = s_wanted(self, r, kind);
     if (show && self->json) {
-        show = s_print_json(self, r, kind, label, lat, done);
+        s_print_json(self, r, kind, label, lat, fins, nfins);
     } else if (show) {
         /* Long enough for every name a fan-out lists: a line is never cut here. */
         size_t rsize = r->tolen + 2 * (size_t)LC_ADDRESS_MAX + 600;
         char *route = malloc(rsize);
         if (!route) {
             fprintf(stderr, "lc-spy: out of memory for record %" PRIu64 "\n", r->seq);
-            json_decref(done);
+            free(fins);
             return false;
         }
         const char *src = r->slen ? r->source : "?";
@@ -624,25 +856,21 @@ bool trace_record(trace_t *self, const rec_t *r)
             snprintf(route, rsize, "%.*s%s%.*s", sl, src, r->tolen ? " → " : "",
                      (int)r->tolen, r->to);
         }
-        if (done) {
+        if (t == LC_MSG_DONE) {
             /* Each finished item, with its time from acceptance to completion. */
             char body[4096];
             size_t n = 0;
-            size_t i;
-            json_t *e;
-            json_array_foreach(done, i, e)
-            {
-                const char *nm = json_string_value(json_object_get(e, "name"));
-                json_t *l = json_object_get(e, "latency_us");
-                bool failed = json_integer_value(json_object_get(e, "status")) != 0;
+            for (size_t i = 0; i < nfins; i++) {
+                char ids[24];
+                s_id(ids, sizeof ids, fins[i].id);
                 int k = snprintf(body + n, sizeof body - n, "%s%s%s", i ? ", " : "",
-                                 nm ? nm : json_string_value(json_object_get(e, "id")),
-                                 failed ? " FAILED" : "");
+                                 fins[i].name[0] ? fins[i].name : ids,
+                                 fins[i].status ? " FAILED" : "");
                 if (k > 0 && (size_t)k < sizeof body - n)
                     n += (size_t)k;
-                if (l && n < sizeof body) {
+                if (fins[i].latency_us >= 0 && n < sizeof body) {
                     k = snprintf(body + n, sizeof body - n, " %.3f ms",
-                                 json_integer_value(l) / 1000.0);
+                                 fins[i].latency_us / 1000.0);
                     if (k > 0 && (size_t)k < sizeof body - n)
                         n += (size_t)k;
                 }
@@ -666,7 +894,7 @@ bool trace_record(trace_t *self, const rec_t *r)
         }
         free(route);
     }
-    json_decref(done);
+    free(fins);
     if (show)
         self->shown++;
     return show;
