@@ -75,7 +75,7 @@ static figure_t s_figs[] = {
     FIG("system10_pss_kib", "KiB", NULL, '<', 16384, false),
     FIG("spy_call_ratio", "x", NULL, '>', 0.9, false),
     FIG("spy_events_ratio", "x", NULL, '>', 0.9, false),
-    FIG("spy_none_call_ratio", "x", NULL, '>', 0.95, false),
+    FIG("spy_none_call_ratio", "x", NULL, '>', 0.9, false),
     FIG("gone_detect_ms", "ms", NULL, '<', 100, false),
     FIG("mqtt_depth1_rate", "calls/s", "relay_depth1_rate", 0, 0, true),
     FIG("mqtt_depth16_rate", "calls/s", "relay_depth16_rate", 0, 0, true),
