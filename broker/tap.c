@@ -2,10 +2,10 @@
  *
  * One XPUB socket beside the bus. Its subscriptions tell the broker how many spies listen;
  * with none, every tap point costs one test of a counter. Records are gathered for up to
- * TAP_FLUSH_MS and published as one frame (so a spy never sees half a record, and a busy
- * bus costs a spy a few hundred messages a second, not one per record). Each carries a consecutive
- * number, so a spy counts exactly what it missed. The socket never blocks the broker: when a
- * spy's queue is full the batch is dropped for all and counted (tap_dropped).
+ * TAP_FLUSH_MS and published as one frame (so a spy never sees half a record, and a busy bus
+ * costs a spy a few hundred messages a second, not one per record). Each record carries a
+ * consecutive number, so a spy counts exactly what it missed. The socket never blocks the
+ * broker: when a spy's queue is full the batch is dropped for all and counted (tap_dropped).
  * docs/tracing.md describes the frame and the record byte by byte. */
 #include "broker_int.h"
 
@@ -222,8 +222,7 @@ void broker_tap_sent(broker_t *self, const conn_t *to, const uint8_t *hdr, const
      * when accepted (naming its recipients) and the DONE records say when each ran. That
      * keeps a spy's cost on a fan-out to one record per event. PONG is heartbeat noise. */
     uint8_t type = hdr[3];
-    if (type == LC_MSG_CALL || type == LC_MSG_TASK || type == LC_MSG_EVENT ||
-        type == LC_MSG_PONG)
+    if (type == LC_MSG_CALL || type == LC_MSG_TASK || type == LC_MSG_EVENT || type == LC_MSG_PONG)
         return; /* calls are recorded once, as taken in (calls.c) */
     const char *name = to && to->module ? to->module->name : "";
     broker_tap_record(self, TAP_SENT, hdr, address, alen, source, name, strlen(name),

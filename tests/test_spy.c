@@ -252,8 +252,7 @@ Test(spy, filters_by_module_event_kind_and_errors)
     cr_assert_eq(lc_call(c, "e2.fail", NULL, NULL, 10000), LC_EHANDLER);
     cr_assert_eq(lc_call(c, "e2.nothing", NULL, NULL, 10000), LC_ENOMETHOD);
     /* The last message every spy shows, whatever its filter. */
-    cr_assert_eq(lc_emit_wait(c, "pushed_short", json_pack("{s:b}", "last", 1), 0, 10000, NULL),
-                 0);
+    cr_assert_eq(lc_emit_wait(c, "pushed_short", json_pack("{s:b}", "last", 1), 0, 10000, NULL), 0);
     cr_assert_eq(lc_call(c, "e1.fail", NULL, NULL, 10000), LC_EHANDLER);
     free(h_wait_log(by_module, "\"status_name\":\"handler\"", 1, 10000));
     free(h_wait_log(by_event, "\"last\":true", 1, 10000));
@@ -338,8 +337,8 @@ Test(spy, record_then_replay_with_a_transaction_tree)
     json_t *task = s_find(live, "type", "task", "target", "e1.forward", NULL);
     cr_assert(task);
     const char *tx = h_str(task, "tx");
-    proc_t *tree = h_spawn("tree", BIN("lc-spy"), "--replay", rec, "--tx", tx, "--color",
-                           "never", NULL);
+    proc_t *tree =
+        h_spawn("tree", BIN("lc-spy"), "--replay", rec, "--tx", tx, "--color", "never", NULL);
     cr_assert_eq(h_wait_exit(tree, 10000), 0, "%s", h_log(tree));
     const char *out = h_log(tree);
     cr_assert(strstr(out, "task     ") && strstr(out, "→ e1.forward"), "%s", out);
@@ -597,8 +596,8 @@ Test(spy, lost_copies_are_shown_with_their_module)
     proc_t *json = s_spy("json", "--json", "--errors", NULL);
     lc_client_t *c = h_client();
     /* e1's loop is held, so one copy waits in its window, one in its backlog. */
-    cr_assert_eq(lc_call_async(c, "e1.block", json_pack("{s:i}", "ms", 3000), 10000, s_ignore, NULL),
-                 0);
+    cr_assert_eq(
+        lc_call_async(c, "e1.block", json_pack("{s:i}", "ms", 3000), 10000, s_ignore, NULL), 0);
     h_wait_module_int(c, "e1", "calls_in", 1, 10000);
     for (int i = 0; i < 3; i++) {
         json_t *info = NULL;

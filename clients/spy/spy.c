@@ -17,7 +17,7 @@
 #include <zmq.h>
 
 #define RECORD_MAGIC "lc-spy record 1\n"
-#define SPY_RCVHWM 100 /* batches (2 ms of traffic each) queued on the spy's side */
+#define SPY_RCVHWM 100       /* batches (2 ms of traffic each) queued on the spy's side */
 #define BATCHES_PER_ROUND 16 /* then signals, the clock and the output are looked at */
 #define SILENT_WARN_MS 3000  /* no word from the monitor by then: say so */
 
@@ -85,8 +85,10 @@ static bool s_take(spy_t *spy, const uint8_t *data, size_t size)
     }
     rec_t r;
     if (rec_decode(data, size, &r) < 0) {
-        fprintf(stderr, "lc-spy: a record of %zu bytes is not in the format this spy reads "
-                        "(is the broker of another version?); skipped\n", size);
+        fprintf(stderr,
+                "lc-spy: a record of %zu bytes is not in the format this spy reads "
+                "(is the broker of another version?); skipped\n",
+                size);
         return false;
     }
     trace_record(&spy->trace, &r);
@@ -146,13 +148,17 @@ static void s_monitor_endpoint(const char *bus, char *out, size_t size)
     }
     lc_client_t *c = lc_client_new(NULL, bus);
     if (!c || lc_connect(c, 3000) < 0)
-        die(EXIT_FAIL, "cannot reach the broker at %s to ask for its monitor; is it running? "
-                       "(or give --monitor EP)", bus);
+        die(EXIT_FAIL,
+            "cannot reach the broker at %s to ask for its monitor; is it running? "
+            "(or give --monitor EP)",
+            bus);
     json_t *res = NULL;
     int rc = lc_call(c, "broker.ping", NULL, &res, 3000);
     if (rc < 0)
-        die(EXIT_FAIL, "cannot ask the broker at %s where its monitor is: broker.ping: %s "
-                       "(or give --monitor EP)", bus, lc_strerror(rc));
+        die(EXIT_FAIL,
+            "cannot ask the broker at %s where its monitor is: broker.ping: %s "
+            "(or give --monitor EP)",
+            bus, lc_strerror(rc));
     const char *ep = json_string_value(json_object_get(res, "monitor"));
     if (!ep)
         die(EXIT_FAIL, "the broker at %s has no monitor; start it with --monitor EP", bus);
@@ -211,8 +217,10 @@ int main(int argc, char **argv)
         case 'k': {
             int bits = trace_kinds_parse(optarg);
             if (!bits)
-                die(EXIT_USAGE, "--kind expects call, reply, error, task, event or control "
-                                "(comma-separated), not '%s'", optarg);
+                die(EXIT_USAGE,
+                    "--kind expects call, reply, error, task, event or control "
+                    "(comma-separated), not '%s'",
+                    optarg);
             spy.trace.filter.kinds = bits;
             break;
         }
@@ -280,8 +288,9 @@ int main(int argc, char **argv)
     if (replay && record)
         die(EXIT_USAGE, "--replay and --record cannot be combined");
     bool tty = isatty(STDOUT_FILENO);
-    spy.trace.color = !spy.trace.json && (strcmp(color, "always") == 0 ||
-                                          (strcmp(color, "auto") == 0 && tty && !getenv("NO_COLOR")));
+    spy.trace.color =
+        !spy.trace.json && (strcmp(color, "always") == 0 ||
+                            (strcmp(color, "auto") == 0 && tty && !getenv("NO_COLOR")));
     struct winsize ws;
     if (tty && ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 20)
         spy.trace.width = ws.ws_col;
@@ -402,8 +411,7 @@ int main(int argc, char **argv)
         }
         if (spy.out_errno) {
             if (spy.out_errno != EPIPE) {
-                fprintf(stderr, "lc-spy: cannot write the output: %s\n",
-                        strerror(spy.out_errno));
+                fprintf(stderr, "lc-spy: cannot write the output: %s\n", strerror(spy.out_errno));
                 rc = EXIT_FAIL;
             }
             break;
@@ -421,8 +429,8 @@ int main(int argc, char **argv)
         rc = EXIT_FAIL;
     }
     fflush(stdout);
-    fprintf(stderr, "lc-spy: %" PRIu64 " messages shown, %" PRIu64 " dropped\n",
-            spy.trace.shown, spy.trace.dropped);
+    fprintf(stderr, "lc-spy: %" PRIu64 " messages shown, %" PRIu64 " dropped\n", spy.trace.shown,
+            spy.trace.dropped);
     trace_clear(&spy.trace);
     return rc;
 }

@@ -86,8 +86,8 @@ int trace_kinds_parse(const char *list)
     static const struct {
         const char *name;
         int bit;
-    } kinds[] = {{"call", K_CALL},   {"reply", K_REPLY}, {"error", K_ERROR},
-                 {"task", K_TASK},   {"event", K_EVENT}, {"control", K_CONTROL}};
+    } kinds[] = {{"call", K_CALL}, {"reply", K_REPLY}, {"error", K_ERROR},
+                 {"task", K_TASK}, {"event", K_EVENT}, {"control", K_CONTROL}};
     int bits = 0;
     const char *p = list;
     while (*p) {
@@ -186,8 +186,7 @@ static bool s_module_matches(const rec_t *r, const char *m)
         return true;
     /* The target of a call or task, the module a WELCOME names. */
     if (r->alen > n && r->address[n] == '.' && memcmp(r->address, m, n) == 0)
-        return r->h.type == LC_MSG_CALL || r->h.type == LC_MSG_TASK ||
-               r->h.type == LC_MSG_NOTICE;
+        return r->h.type == LC_MSG_CALL || r->h.type == LC_MSG_TASK || r->h.type == LC_MSG_NOTICE;
     return r->h.type == LC_MSG_WELCOME && r->alen == n && memcmp(r->address, m, n) == 0;
 }
 
@@ -300,8 +299,11 @@ static void s_id(char *buf, size_t size, uint64_t v)
 /* The length of the valid UTF-8 sequence at p (1-4), or 0. */
 static size_t s_utf8_len(const uint8_t *p, size_t n)
 {
-    size_t len = p[0] < 0x80 ? 1 : (p[0] & 0xE0) == 0xC0 ? 2 : (p[0] & 0xF0) == 0xE0 ? 3
-                                  : (p[0] & 0xF8) == 0xF0 ? 4 : 0;
+    size_t len = p[0] < 0x80             ? 1
+                 : (p[0] & 0xE0) == 0xC0 ? 2
+                 : (p[0] & 0xF0) == 0xE0 ? 3
+                 : (p[0] & 0xF8) == 0xF0 ? 4
+                                         : 0;
     if (!len || len > n || (len == 2 && p[0] < 0xC2) || (len == 4 && p[0] > 0xF4))
         return 0;
     for (size_t i = 1; i < len; i++)
@@ -589,8 +591,9 @@ static void s_print_json(trace_t *self, const rec_t *r, int kind, const char *la
         if (kind == 1 << i)
             kname = kinds[i];
     FILE *out = self->out;
-    fprintf(out, "{\"seq\":%" PRIu64 ",\"time_us\":%" PRIu64 ",\"kind\":\"%s\",\"type\":\"%s\","
-                 "\"source\":",
+    fprintf(out,
+            "{\"seq\":%" PRIu64 ",\"time_us\":%" PRIu64 ",\"kind\":\"%s\",\"type\":\"%s\","
+            "\"source\":",
             r->seq, r->h.time_us, kname, label);
     s_put_str(out, r->source, r->slen);
     fputs(",\"target\":", out);
@@ -604,8 +607,9 @@ static void s_print_json(trace_t *self, const rec_t *r, int kind, const char *la
         s_put_str(out, p, k);
         p += k + 1;
     }
-    fprintf(out, "],\"priority\":%u,\"id\":\"%" PRIu64 "\",\"parent\":\"%" PRIu64
-                 "\",\"tx\":\"%" PRIu64 "\",\"status\":%u,\"status_name\":\"%s\",\"bytes\":%zu",
+    fprintf(out,
+            "],\"priority\":%u,\"id\":\"%" PRIu64 "\",\"parent\":\"%" PRIu64 "\",\"tx\":\"%" PRIu64
+            "\",\"status\":%u,\"status_name\":\"%s\",\"bytes\":%zu",
             r->h.priority, r->h.id, r->h.parent, r->h.tx, (unsigned)r->h.status,
             lc_status_name((int)r->h.status), r->plen);
     if (lat >= 0)
@@ -788,9 +792,8 @@ bool trace_record(trace_t *self, const rec_t *r)
         self->lost_n = self->lost_id == r->h.id ? self->lost_n + 1 : 1;
         self->lost_id = r->h.id;
     }
-    int lost = r->what == REC_ACCEPTED && t == LC_MSG_EVENT && self->lost_id == r->h.id
-                   ? self->lost_n
-                   : 0;
+    int lost =
+        r->what == REC_ACCEPTED && t == LC_MSG_EVENT && self->lost_id == r->h.id ? self->lost_n : 0;
 
     int depth = 0;
     if (self->filter.tx && r->h.tx == self->filter.tx && r->h.id) {
@@ -821,15 +824,14 @@ bool trace_record(trace_t *self, const rec_t *r)
             break;
         case LC_MSG_EVENT:
             if (r->what == REC_LOST)
-                snprintf(route, rsize, "%.*s → %.*s, copy for %.*s", sl, src,
-                         (int)r->alen, r->address, (int)r->tolen, r->to);
+                snprintf(route, rsize, "%.*s → %.*s, copy for %.*s", sl, src, (int)r->alen,
+                         r->address, (int)r->tolen, r->to);
             else if (lost)
-                snprintf(route, rsize, "%.*s → %.*s ⇒ %.*s%s(%d lost)", sl, src,
-                         (int)r->alen, r->address, (int)r->tolen, r->to, r->tolen ? " " : "",
-                         lost);
+                snprintf(route, rsize, "%.*s → %.*s ⇒ %.*s%s(%d lost)", sl, src, (int)r->alen,
+                         r->address, (int)r->tolen, r->to, r->tolen ? " " : "", lost);
             else
-                snprintf(route, rsize, "%.*s → %.*s ⇒ %s%.*s", sl, src, (int)r->alen,
-                         r->address, r->tolen ? "" : "(no subscriber)", (int)r->tolen, r->to);
+                snprintf(route, rsize, "%.*s → %.*s ⇒ %s%.*s", sl, src, (int)r->alen, r->address,
+                         r->tolen ? "" : "(no subscriber)", (int)r->tolen, r->to);
             break;
         case LC_MSG_REPLY:
         case LC_MSG_ERROR:
@@ -839,22 +841,20 @@ bool trace_record(trace_t *self, const rec_t *r)
                      t == LC_MSG_ERROR ? lc_status_name((int)r->h.status) : "");
             break;
         case LC_MSG_NOTICE:
-            snprintf(route, rsize, "%.*s → %.*s about %.*s%s%s", sl, src, (int)r->tolen,
-                     r->to, (int)r->alen, r->address, r->h.status ? " " : "",
+            snprintf(route, rsize, "%.*s → %.*s about %.*s%s%s", sl, src, (int)r->tolen, r->to,
+                     (int)r->alen, r->address, r->h.status ? " " : "",
                      r->h.status ? lc_status_name((int)r->h.status) : "");
             break;
         case LC_MSG_STATE:
-            snprintf(route, rsize, "%.*s%s%.*s: %.*s", sl, src,
-                     r->what == REC_SENT ? " → " : "", (int)r->tolen, r->to, (int)r->alen,
-                     r->address);
+            snprintf(route, rsize, "%.*s%s%.*s: %.*s", sl, src, r->what == REC_SENT ? " → " : "",
+                     (int)r->tolen, r->to, (int)r->alen, r->address);
             break;
         case LC_MSG_WELCOME:
-            snprintf(route, rsize, "%.*s → %.*s: registered", sl, src, (int)r->alen,
-                     r->address);
+            snprintf(route, rsize, "%.*s → %.*s: registered", sl, src, (int)r->alen, r->address);
             break;
         default:
-            snprintf(route, rsize, "%.*s%s%.*s", sl, src, r->tolen ? " → " : "",
-                     (int)r->tolen, r->to);
+            snprintf(route, rsize, "%.*s%s%.*s", sl, src, r->tolen ? " → " : "", (int)r->tolen,
+                     r->to);
         }
         if (t == LC_MSG_DONE) {
             /* Each finished item, with its time from acceptance to completion. */
@@ -863,9 +863,9 @@ bool trace_record(trace_t *self, const rec_t *r)
             for (size_t i = 0; i < nfins; i++) {
                 char ids[24];
                 s_id(ids, sizeof ids, fins[i].id);
-                int k = snprintf(body + n, sizeof body - n, "%s%s%s", i ? ", " : "",
-                                 fins[i].name[0] ? fins[i].name : ids,
-                                 fins[i].status ? " FAILED" : "");
+                int k =
+                    snprintf(body + n, sizeof body - n, "%s%s%s", i ? ", " : "",
+                             fins[i].name[0] ? fins[i].name : ids, fins[i].status ? " FAILED" : "");
                 if (k > 0 && (size_t)k < sizeof body - n)
                     n += (size_t)k;
                 if (fins[i].latency_us >= 0 && n < sizeof body) {

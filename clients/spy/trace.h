@@ -51,7 +51,7 @@ typedef struct {
     FILE *out;
     bool json, color, full, tree;
     bool quiet; /* count, print nothing */
-    int width; /* 0: no cut */
+    int width;  /* 0: no cut */
     filter_t filter;
     /* Pairing: calls and queued items by id (time sent or accepted, and what they were). */
     idmap_t pending;
