@@ -31,6 +31,9 @@ LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 BROKER_SRC := broker/main.c broker/broker.c broker/registry.c broker/calls.c broker/delivery.c \
               broker/queue.c broker/lifecycle.c broker/tap.c
 CLIENTS_COMMON := clients/common.c
+# lc-web and lc-prometheus serve HTTP through clients/httpd.c (libmicrohttpd, crypt(3)).
+HTTPD_SRC := clients/httpd.c
+HTTPD_LIBS := $(shell pkg-config --libs libmicrohttpd libcrypt 2>/dev/null || echo -lmicrohttpd -lcrypt)
 LC_SRC := clients/lc/lc.c $(CLIENTS_COMMON)
 ECHO_SRC := clients/echo/echo.c $(CLIENTS_COMMON)
 LAUNCH_SRC := clients/launch/launch.c clients/launch/system.c $(CLIENTS_COMMON)
@@ -134,7 +137,8 @@ $(BUILD)/bin/lc-echo: $(ECHO_SRC:%.c=$(BUILD)/obj/%.o) $(BUILD)/lib/liblc.a
 $(TEST_BIN): $(TEST_OBJ) $(BUILD)/lib/liblc.a $(BINS)
 	@mkdir -p $(@D)
 	@echo "  LD      $@"
-	$(Q)$(CC) $(LDFLAGS_ALL) -o $@ $(TEST_OBJ) $(BUILD)/lib/liblc.a $(PKG_LIBS) -lcriterion -lpthread
+	$(Q)$(CC) $(LDFLAGS_ALL) -o $@ $(TEST_OBJ) $(BUILD)/lib/liblc.a $(PKG_LIBS) \
+	    $(shell pkg-config --libs libcurl 2>/dev/null || echo -lcurl) -lcriterion -lpthread
 
 $(BUILD)/obj/tests/%.o: tests/%.c
 	@mkdir -p $(@D)

@@ -3,7 +3,8 @@
 set -u
 
 # pkg-config module : Debian package
-pairs="libzmq:libzmq3-dev jansson:libjansson-dev yaml-0.1:libyaml-dev criterion:libcriterion-dev libgpiod:libgpiod-dev"
+pairs="libzmq:libzmq3-dev jansson:libjansson-dev yaml-0.1:libyaml-dev criterion:libcriterion-dev libgpiod:libgpiod-dev \
+       libmicrohttpd:libmicrohttpd-dev libcrypt:libcrypt-dev libcurl:libcurl4-openssl-dev"
 
 missing=""
 command -v pkg-config >/dev/null 2>&1 || missing="pkg-config"
@@ -16,6 +17,9 @@ for pair in $pairs; do
         missing="$missing $package"
     fi
 done
+# The tests check /metrics with the Prometheus client library's own parser.
+/usr/bin/python3 -c 'import prometheus_client.parser' >/dev/null 2>&1 ||
+    missing="$missing python3-prometheus-client"
 [ -z "$missing" ] && exit 0
 
 if [ "$(id -u)" -ne 0 ]; then
