@@ -44,7 +44,7 @@ LIBS := $(BUILD)/lib/liblc.so.$(SOVERSION) $(BUILD)/lib/liblc.so $(BUILD)/lib/li
 
 # Each further program brings its own fragment (clients/NAME/build.mk, bench/build.mk)
 # adding to BINS and giving its link rule; it is read here, before `all` needs BINS.
-include $(sort $(wildcard clients/*/build.mk bench/build.mk))
+include $(sort $(wildcard clients/*/build.mk bench/build.mk)) tests/fuzz/build.mk
 
 # All test files link into one Criterion binary: one run, one summary line.
 TEST_SRC := $(wildcard tests/test_*.c) tests/harness.c
@@ -52,8 +52,10 @@ TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/obj/%.o)
 TEST_BIN := $(BUILD)/tests/lc-tests
 
 MAN1 := $(wildcard docs/man/*.1)
+# lc-web's pages, installed where it looks for them: <prefix>/share/lc/web.
+WEB_STATIC := $(wildcard clients/web/static/*)
 
-.PHONY: all deps test check check-asan run install uninstall clean format tests
+.PHONY: all deps test test-browser check check-asan run install uninstall clean format tests
 
 all: $(LIBS) $(BINS)
 
@@ -64,6 +66,12 @@ deps:
 test: deps
 	@$(MAKE) --no-print-directory all tests
 	@scripts/run-tests.sh $(BUILD)
+	@$(MAKE) --no-print-directory test-browser
+
+# lc-web's pages in Debian's headless chromium (playwright-core) against the demo system.
+test-browser: all
+	@scripts/browser-deps.sh
+	@scripts/browser-test.sh $(BUILD)
 
 # Same suite under AddressSanitizer and UndefinedBehaviorSanitizer.
 check-asan: deps
@@ -157,12 +165,15 @@ install: all
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' libclient/lc.pc.in \
 	    > $(DESTDIR)$(PREFIX)/lib/pkgconfig/lc.pc
 	$(if $(MAN1),install -m 644 $(MAN1) $(DESTDIR)$(PREFIX)/share/man/man1/)
+	install -d $(DESTDIR)$(PREFIX)/share/lc/web
+	install -m 644 $(WEB_STATIC) $(DESTDIR)$(PREFIX)/share/lc/web/
 
 uninstall:
 	rm -f $(addprefix $(DESTDIR)$(PREFIX)/bin/,$(notdir $(BINS)))
 	rm -f $(DESTDIR)$(PREFIX)/lib/liblc.so* $(DESTDIR)$(PREFIX)/lib/liblc.a
 	rm -f $(DESTDIR)$(PREFIX)/include/lc.h $(DESTDIR)$(PREFIX)/lib/pkgconfig/lc.pc
 	rm -f $(addprefix $(DESTDIR)$(PREFIX)/share/man/man1/,$(notdir $(MAN1)))
+	rm -rf $(DESTDIR)$(PREFIX)/share/lc/web
 
 format:
 	clang-format -i $(wildcard */*.c */*.h clients/*/*.c)

@@ -153,7 +153,7 @@ static void s_tap_in(broker_t *self, const conn_t *c, const lc_hdr_t *h, zmq_msg
                       c->module->name, NULL, 0, zmq_msg_data(&f[4]), zmq_msg_size(&f[4]));
 }
 
-static void s_on_message(broker_t *self, zmq_msg_t *f, int nframes, bool truncated)
+void broker_on_message(broker_t *self, zmq_msg_t *f, int nframes, bool truncated)
 {
     conn_t *c = broker_conn_find(self, zmq_msg_data(&f[0]), zmq_msg_size(&f[0]));
     conn_t tmp; /* where to answer a peer that is not registered */
@@ -289,7 +289,7 @@ static void s_read_router(broker_t *self)
                 truncated = true;
             }
         }
-        s_on_message(self, f, count, truncated);
+        broker_on_message(self, f, count, truncated);
         for (int i = 0; i < count; i++)
             zmq_msg_close(&f[i]);
     }

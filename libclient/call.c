@@ -462,11 +462,13 @@ int lc_reply_error(lc_request_t *req, int code, const char *fmt, ...)
     assert(req);
     if (atomic_fetch_or(&req->state, REQ_ANSWERED) & REQ_ANSWERED)
         return LC_EINVAL;
-    char msg[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt ? fmt : "", ap);
-    va_end(ap);
+    char msg[1024] = "";
+    if (fmt) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(msg, sizeof msg, fmt, ap);
+        va_end(ap);
+    }
     json_t *e = json_pack("{s:i, s:s}", "code", code, "message", msg);
     char *text = e ? json_dumps(e, JSON_COMPACT) : NULL;
     json_decref(e);
