@@ -225,6 +225,10 @@ static inline bool broker_tapping(const broker_t *self)
     return self->tap.spies != 0;
 }
 
+/* broker.c: one message as read from the ROUTER socket (f[0] is the peer's routing id;
+ * truncated: it had more than MAX_FRAMES frames). Also the entry of the fuzzing harness. */
+void broker_on_message(broker_t *self, zmq_msg_t *f, int nframes, bool truncated);
+
 /* registry.c */
 conn_t *broker_conn_find(broker_t *self, const void *rid, size_t len);
 module_t *broker_module_find(broker_t *self, const char *name, size_t len);
