@@ -5,10 +5,20 @@ build=${1:-build}
 bin="$(cd "$build/bin" && pwd)"
 bus=${LC_BUS:-ipc:///tmp/lc-demo-${USER:-user}/bus}
 export LC_BUS="$bus"
+web_port=${LC_WEB_PORT:-8080}
+if [ "$web_port" = 0 ]; then
+    dashboard="the address on the line 'web: serving http://...' below"
+else
+    dashboard="http://127.0.0.1:$web_port/"
+fi
 
 cat <<EOT
 lc demo: lc-launch runs the broker and the modules of config/demo.yaml.
 Their output follows, one line each, with the module's name. Stop with Ctrl-C.
+
+The dashboard (lc-web): $dashboard
+  the modules, the GPIO lines with their buttons, the seed's Trigger action, a panel to
+  call methods and emit events, and a live feed of the bus (LC_WEB_PORT=N: another port)
 
 In another terminal:
   export LC_BUS=$bus PATH=$bin:\$PATH
