@@ -277,6 +277,7 @@ async function run() {
       document.querySelector('[data-testid="module-gpio"]') !== null);
     const wide = await phone.evaluate(() => document.documentElement.scrollWidth);
     if (wide > 390) throw new Error(`the page is ${wide} px wide on a 390 px screen`);
+    await phone.screenshot({ path: path.join(BUILD, 'test-output', 'web-phone.png') });
     await phone.close();
   });
 

@@ -498,6 +498,8 @@ function openFeed() {
   const es = new EventSource(`/api/events?${q}`);
   S.feedSource = es;
   const conn = $('connection');
+  conn.textContent = 'connecting';
+  conn.className = 'badge';
   es.addEventListener('open', () => {
     conn.textContent = 'live';
     conn.className = 'badge live';
