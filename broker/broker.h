@@ -26,7 +26,11 @@ typedef struct {
     int monitor_queue;      /* batches queued per spy before they are dropped */
 } broker_config_t;
 
-/* Counters, shown by broker.stats and (later) lc stats. */
+/* The call-latency histogram: upper bounds in microseconds (calls.c), one more bucket for
+ * slower answers. */
+#define BROKER_CALL_BUCKETS 15
+
+/* Counters, shown by broker.stats and lc stats. */
 typedef struct {
     uint64_t calls;          /* calls routed to a module */
     uint64_t replies;        /* replies and handler errors routed back */
@@ -53,6 +57,10 @@ typedef struct {
     uint64_t not_active;     /* sends refused because the sender was not active */
     uint64_t tap_dropped;    /* monitor records a spy could not take in time */
     uint64_t spies_attached; /* spies that attached since the start */
+    /* Answered calls by time from the call's arrival to its answer leaving: per bucket (not
+     * cumulative), and the sum of those times. */
+    uint64_t call_buckets[BROKER_CALL_BUCKETS + 1];
+    uint64_t call_sum_us;
 } broker_stats_t;
 
 /* Creates a broker bound to every endpoint of cfg. On failure returns NULL after

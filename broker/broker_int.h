@@ -98,6 +98,7 @@ typedef struct {
     uint64_t tx;
     uint8_t priority;
     int64_t deadline;
+    int64_t arrived_ns; /* CLOCK_MONOTONIC: the start of its latency */
     char target[LC_ADDRESS_MAX + 1];
 } call_t;
 

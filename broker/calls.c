@@ -5,7 +5,49 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
+
+/* Upper bounds of the call-latency buckets, in microseconds: 100 µs to 5 s, the range
+ * between a local answer and the default call timeout. */
+static const uint32_t s_call_bounds_us[BROKER_CALL_BUCKETS] = {
+    100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 500000,
+    1000000, 2500000, 5000000};
+
+static int64_t s_mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* Counts one answered call in its bucket: the first whose bound it does not exceed. */
+static void s_call_latency(broker_stats_t *s, int64_t arrived_ns)
+{
+    int64_t ns = s_mono_ns() - arrived_ns;
+    uint64_t us = ns > 0 ? (uint64_t)(ns + 500) / 1000 : 0;
+    int b = 0;
+    while (b < BROKER_CALL_BUCKETS && us > s_call_bounds_us[b])
+        b++;
+    s->call_buckets[b]++;
+    s->call_sum_us += us;
+}
+
+/* broker.stats' "call_duration": bounds, cumulative counts (as Prometheus has them), the
+ * total count and the sum. */
+static json_t *s_call_histogram(const broker_stats_t *s)
+{
+    json_t *bounds = json_array(), *buckets = json_array();
+    uint64_t total = 0;
+    for (int b = 0; b < BROKER_CALL_BUCKETS; b++) {
+        total += s->call_buckets[b];
+        json_array_append_new(bounds, json_integer(s_call_bounds_us[b]));
+        json_array_append_new(buckets, json_integer((json_int_t)total));
+    }
+    total += s->call_buckets[BROKER_CALL_BUCKETS];
+    return json_pack("{s:o, s:o, s:I, s:I}", "bounds_us", bounds, "buckets", buckets, "count",
+                     (json_int_t)total, "sum_us", (json_int_t)s->call_sum_us);
+}
 
 /* Where answers for this CALL go: the module's main connection when the sender asked
  * (an asynchronous call from another thread, whose callback runs on the loop). */
@@ -134,6 +176,7 @@ static json_t *s_stats(broker_t *self)
                                   (json_int_t)levels[4]));
     json_object_set_new(o, "in_flight", json_integer((json_int_t)inflight));
     json_object_set_new(o, "backlog", backlog);
+    json_object_set_new(o, "call_duration", s_call_histogram(s));
     return o;
 }
 
@@ -223,6 +266,7 @@ static void s_builtin(broker_t *self, conn_t *to, const lc_hdr_t *h, uint64_t id
 
 void broker_on_call(broker_t *self, zmq_msg_t *f, conn_t *c, const lc_hdr_t *h)
 {
+    int64_t arrived_ns = s_mono_ns();
     conn_t *to = s_answer_to(c, h);
     const char *addr = zmq_msg_data(&f[2]);
     size_t alen = zmq_msg_size(&f[2]);
@@ -295,6 +339,7 @@ void broker_on_call(broker_t *self, zmq_msg_t *f, conn_t *c, const lc_hdr_t *h)
         return;
     }
     call->id = id;
+    call->arrived_ns = arrived_ns;
     call->caller = to;
     call->caller_module = c->module;
     call->callee = callee;
@@ -358,8 +403,10 @@ void broker_on_reply(broker_t *self, zmq_msg_t *f, conn_t *c, const lc_hdr_t *h)
     lc_hdr_put_u64(hb, LC_OFF_ID, broker_next_id(self));
     lc_hdr_put_u64(hb, LC_OFF_TIME, lc_now_us());
     hb[LC_OFF_FLAGS] = hb[LC_OFF_FLAGS + 1] = 0;
-    if (broker_send(self, call->caller, hb, NULL, 0, c->module->name, &f[4]) == 0)
+    if (broker_send(self, call->caller, hb, NULL, 0, c->module->name, &f[4]) == 0) {
         self->stats.replies++;
+        s_call_latency(&self->stats, call->arrived_ns);
+    }
     free(call);
 }
 

@@ -537,9 +537,10 @@ httpd_t *httpd_start(const httpd_config_t *cfg, lc_client_t *client, httpd_handl
         {MHD_OPTION_HTTPS_MEM_KEY, 0, self->key},
         {MHD_OPTION_END, 0, NULL},
     };
+    /* The logger goes first: libmicrohttpd complains otherwise (through the logger). */
     self->daemon = MHD_start_daemon(
-        flags, (uint16_t)cfg->port, NULL, NULL, s_access, self, MHD_OPTION_SOCK_ADDR, ai->ai_addr,
-        MHD_OPTION_NOTIFY_COMPLETED, s_completed, self, MHD_OPTION_EXTERNAL_LOGGER, s_log, self,
+        flags, (uint16_t)cfg->port, NULL, NULL, s_access, self, MHD_OPTION_EXTERNAL_LOGGER, s_log,
+        self, MHD_OPTION_SOCK_ADDR, ai->ai_addr, MHD_OPTION_NOTIFY_COMPLETED, s_completed, self,
         MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->max_connections,
         MHD_OPTION_CONNECTION_TIMEOUT, 60u, MHD_OPTION_ARRAY,
         cfg->certfile ? tls : tls + 2, MHD_OPTION_END);
