@@ -510,8 +510,12 @@ function openFeed() {
   });
   es.addEventListener('bus', (ev) => {
     const rec = JSON.parse(ev.data);
-    if (isOwnPolling(rec) && $('feed-own').checked) return;
-    react(rec);
+    /* The page's own reads never cause another read (that would loop). */
+    if (isOwnPolling(rec)) {
+      if ($('feed-own').checked) return;
+    } else {
+      react(rec);
+    }
     addFeedRow(feedRow(rec));
   });
   es.addEventListener('dropped', (ev) => {
