@@ -651,13 +651,16 @@ static void s_on_passive(lc_client_t *c, void *arg)
     }
     bool tls = w->cfg.certfile != NULL;
     bool v6 = strchr(w->cfg.listen, ':') != NULL;
-    lc_log(c, LC_LOG_INFO, "web: serving %s://%s%s%s:%d/%s%s", tls ? "https" : "http",
-           v6 ? "[" : "", w->cfg.listen, v6 ? "]" : "", httpd_port(w->http),
-           w->cfg.username && w->cfg.password ? " (basic auth)" : "",
-           strcmp(w->cfg.listen, "127.0.0.1") && strcmp(w->cfg.listen, "::1") &&
-                   !(w->cfg.username && w->cfg.password)
-               ? " WITHOUT a password on a network address: set username and password"
-               : "");
+    bool auth = w->cfg.username && w->cfg.password;
+    lc_log(c, LC_LOG_INFO, "web: serving %s://%s%s%s:%d/%s", tls ? "https" : "http", v6 ? "[" : "",
+           w->cfg.listen, v6 ? "]" : "", httpd_port(w->http), auth ? " (basic auth)" : "");
+    if (strcmp(w->cfg.listen, "127.0.0.1") != 0 && strcmp(w->cfg.listen, "::1") != 0 &&
+        (!auth || !tls))
+        lc_log(c, LC_LOG_WARNING,
+               "web: %s is open beyond this host %s: whoever reaches it can use the whole bus; "
+               "set username and password, and certfile and keyfile (docs/modules/web.md, "
+               "Security)",
+               w->cfg.listen, !auth ? "without a password" : "with the password in clear text");
     if (!lc_thread_start(c, LC_STATE_PASSIVE, tap_run, w->hub))
         lc_log(c, LC_LOG_ERROR, "web: cannot start the bus feed's thread; the event streams "
                                 "carry log frames only");
