@@ -29,7 +29,7 @@ LIB_SRC := libclient/client.c libclient/call.c libclient/queue.c libclient/lifec
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 
 BROKER_SRC := broker/main.c broker/broker.c broker/registry.c broker/calls.c broker/delivery.c \
-              broker/queue.c broker/lifecycle.c broker/tap.c
+              broker/queue.c broker/lifecycle.c broker/tap.c broker/access.c
 CLIENTS_COMMON := clients/common.c
 # lc-web and lc-prometheus serve HTTP through clients/httpd.c (libmicrohttpd, crypt(3)).
 HTTPD_SRC := clients/httpd.c

@@ -297,8 +297,17 @@ static void s_read_router(broker_t *self)
 
 /* ---- Endpoints ------------------------------------------------------------------------ */
 
-/* Creates the missing folders of path, mode 0700; an existing last folder must be ours. */
-static int s_mkdirs(const char *path, char *err, size_t errlen)
+/* tcp://127.x.x.x:PORT, tcp://[::1]:PORT or tcp://localhost:PORT. */
+static bool s_loopback(const char *ep)
+{
+    const char *host = ep + 6;
+    return strncmp(host, "127.", 4) == 0 || strncmp(host, "[::1]:", 6) == 0 ||
+           strncmp(host, "localhost:", 10) == 0;
+}
+
+/* Creates the missing folders of path, mode 0700 (0710 with group gid >= 0, so that its
+ * members can reach the socket); an existing last folder must be ours. */
+static int s_mkdirs(const char *path, long gid, char *err, size_t errlen)
 {
     char buf[PATH_MAX];
     snprintf(buf, sizeof buf, "%s", path);
@@ -309,7 +318,13 @@ static int s_mkdirs(const char *path, char *err, size_t errlen)
         if (*p != '/')
             continue;
         *p = 0;
-        if (mkdir(buf, 0700) < 0 && errno != EEXIST) {
+        if (mkdir(buf, 0700) == 0) {
+            if (gid >= 0 && (chown(buf, (uid_t)-1, (gid_t)gid) < 0 || chmod(buf, 0710) < 0)) {
+                snprintf(err, errlen, "cannot give the folder %s to group %ld: %s", buf, gid,
+                         strerror(errno));
+                return -1;
+            }
+        } else if (errno != EEXIST) {
             snprintf(err, errlen, "cannot create the folder %s: %s", buf, strerror(errno));
             return -1;
         }
@@ -334,14 +349,14 @@ static int s_mkdirs(const char *path, char *err, size_t errlen)
 
 /* Prepares an ipc:// endpoint: its folder exists; a socket file left by a dead broker is
  * removed; a live broker there is an error. */
-int broker_prepare_ipc(const char *path, char *err, size_t errlen)
+int broker_prepare_ipc(const char *path, long gid, char *err, size_t errlen)
 {
     if (strlen(path) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
         snprintf(err, errlen, "socket path %s is longer than %zu bytes; choose a shorter one", path,
                  sizeof(((struct sockaddr_un *)0)->sun_path) - 1);
         return -1;
     }
-    if (s_mkdirs(path, err, errlen) < 0)
+    if (s_mkdirs(path, gid, err, errlen) < 0)
         return -1;
     struct stat st;
     if (stat(path, &st) < 0)
@@ -421,15 +436,16 @@ broker_t *broker_new(const broker_config_t *cfg, char *err, size_t errlen)
     for (const char **ep = cfg->endpoints; *ep; ep++) {
         bool ipc = strncmp(*ep, "ipc://", 6) == 0;
         if (ipc) {
-            if (broker_prepare_ipc(*ep + 6, err, errlen) < 0)
+            if (broker_prepare_ipc(*ep + 6, cfg->group ? (long)cfg->group_id : -1, err,
+                                   errlen) < 0)
                 goto fail;
             char **paths = realloc(self->ipc_paths, (self->nipc + 1) * sizeof *paths);
             if (!paths)
                 goto fail;
             self->ipc_paths = paths;
         }
-        /* The socket file is created 0700: access to the bus is access to the socket. */
-        mode_t old = umask(0077);
+        /* The socket file is created 0600: reaching the bus means reaching the socket. */
+        mode_t old = umask(0177);
         int rc = zmq_bind(self->router, *ep);
         int berr = errno;
         umask(old);
@@ -438,6 +454,18 @@ broker_t *broker_new(const broker_config_t *cfg, char *err, size_t errlen)
                      berr == EADDRINUSE ? " (another broker may be running there)" : "");
             goto fail;
         }
+        if (ipc && cfg->group &&
+            (chown(*ep + 6, (uid_t)-1, cfg->group_id) < 0 || chmod(*ep + 6, 0660) < 0)) {
+            snprintf(err, errlen, "cannot give the socket %s to group %s: %s (--group)", *ep + 6,
+                     cfg->group, strerror(errno));
+            goto fail;
+        }
+        if (!ipc && !s_loopback(*ep))
+            broker_log(self, L_WARNING,
+                       "%s is reachable from the network and tcp has no authentication yet: "
+                       "any host that reaches it can use the bus; bind tcp to 127.0.0.1 or a "
+                       "trusted network only",
+                       *ep);
         if (ipc)
             self->ipc_paths[self->nipc++] = strdup(*ep + 6);
         broker_log(self, L_INFO, "listening on %s", *ep);

@@ -5,6 +5,9 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
+
+#include "access.h"
 
 typedef struct broker broker_t;
 
@@ -24,6 +27,9 @@ typedef struct {
     int verbose;            /* 0: warnings and errors, 1: info, 2: debug */
     const char *monitor;    /* lc-spy's endpoint; NULL: beside the first ipc endpoint; "": none */
     int monitor_queue;      /* batches queued per spy before they are dropped */
+    const char *group;      /* ipc sockets 0660 and created folders 0710 with this group */
+    gid_t group_id;
+    access_list_t allow;    /* who else may register (the broker's own uid always may) */
 } broker_config_t;
 
 /* The call-latency histogram: upper bounds in microseconds (calls.c), one more bucket for

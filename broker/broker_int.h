@@ -119,6 +119,7 @@ enum {
     LOG_UNREGISTERED,
     LOG_UNROUTABLE,
     LOG_LOST,
+    LOG_DENIED,
     LOG_KINDS
 };
 enum { L_ERROR, L_WARNING, L_INFO, L_DEBUG };
@@ -199,7 +200,7 @@ int broker_send_json(broker_t *self, const conn_t *to, const lc_hdr_t *h, const 
 void broker_error(broker_t *self, const conn_t *to, const lc_hdr_t *req, uint64_t parent,
                   int status, const char *fmt, ...) LC_PRINTF(6, 7);
 
-int broker_prepare_ipc(const char *path, char *err, size_t errlen);
+int broker_prepare_ipc(const char *path, long gid, char *err, size_t errlen);
 
 /* tap.c: the copy of the traffic for lc-spy (docs/tracing.md). */
 enum {

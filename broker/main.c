@@ -47,6 +47,16 @@ static void s_usage(FILE *out)
         "      --monitor-queue N    batches of records (each up to 2 ms of traffic or\n"
         "                           64 KiB) held for a spy that lags before they are\n"
         "                           dropped and counted (default 1000)\n"
+        "      --group GROUP        ipc sockets 0660 (not 0600) and the folders the broker\n"
+        "                           creates for them 0710 (not 0700), owned by GROUP, so\n"
+        "                           its members can reach the bus; they may use it only\n"
+        "                           when allowed (below)\n"
+        "      --allow-user USERS   users (names or uids, comma-separated) allowed to use\n"
+        "                           the bus besides the broker's own; may be repeated\n"
+        "      --allow-group GROUPS members of these groups are allowed too\n"
+        "                           An ipc peer of any other user is refused at\n"
+        "                           registration (tcp peers are not checked: use tcp on\n"
+        "                           loopback or trusted networks only)\n"
         "  -q, --quiet              log warnings and errors only\n"
         "  -v, --verbose            log debugging detail too\n"
         "  -h, --help               show this help and exit\n"
@@ -91,6 +101,9 @@ int main(int argc, char **argv)
         {"stop-timeout", required_argument, NULL, 'K'},
         {"monitor", required_argument, NULL, 'M'},
         {"monitor-queue", required_argument, NULL, 'm'},
+        {"group", required_argument, NULL, 'g'},
+        {"allow-user", required_argument, NULL, 'u'},
+        {"allow-group", required_argument, NULL, 'a'},
         {"quiet", no_argument, NULL, 'q'},
         {"verbose", no_argument, NULL, 'v'},
         {"help", no_argument, NULL, 'h'},
@@ -164,6 +177,24 @@ int main(int argc, char **argv)
         case 'm':
             cfg.monitor_queue = (int)s_number("--monitor-queue", optarg, 1, 10000000);
             break;
+        case 'g':
+            if (access_group_id(optarg, &cfg.group_id) < 0) {
+                fprintf(stderr, "lc-broker: --group: no group '%s' on this system\n", optarg);
+                return 2;
+            }
+            cfg.group = optarg;
+            break;
+        case 'u':
+        case 'a': {
+            char why[256];
+            if ((opt == 'u' ? access_add_users : access_add_groups)(&cfg.allow, optarg, why,
+                                                                   sizeof why) < 0) {
+                fprintf(stderr, "lc-broker: --%s: %s\n", opt == 'u' ? "allow-user" : "allow-group",
+                        why);
+                return 2;
+            }
+            break;
+        }
         case 'q':
             cfg.verbose = 0;
             break;

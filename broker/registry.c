@@ -268,12 +268,12 @@ void broker_check_liveness(broker_t *self, int64_t now)
 
 /* Reads uid, gid and pid from the connection's "Peer-Address": on ipc libzmq gives
  * "<host>:<uid>:<gid>:<pid>" from SO_PEERCRED. Exactly three colons and three decimal
- * fields rule out an IPv6 address (which needs "::" with so few colons), and the pid must
- * be the one the module names. */
-static bool s_peer_creds(zmq_msg_t *frame, int claimed_pid, int *uid, int *gid, int *pid)
+ * fields rule out an IPv6 address (which needs "::" with so few colons). False for a peer
+ * without kernel credentials (tcp). */
+static bool s_peer_ids(zmq_msg_t *frame, int *uid, int *gid, int *pid)
 {
     const char *pa = zmq_msg_gets(frame, "Peer-Address");
-    if (!pa || claimed_pid <= 0)
+    if (!pa)
         return false;
     int colons = 0;
     for (const char *p = pa; *p; p++)
@@ -291,11 +291,21 @@ static bool s_peer_creds(zmq_msg_t *frame, int claimed_pid, int *uid, int *gid, 
             return false;
         field = end + 1;
     }
-    if (v[2] != claimed_pid)
-        return false;
     *uid = (int)v[0];
     *gid = (int)v[1];
     *pid = (int)v[2];
+    return true;
+}
+
+/* The kernel's credentials, when the pid is also the one the module names. */
+static bool s_peer_creds(zmq_msg_t *frame, int claimed_pid, int *uid, int *gid, int *pid)
+{
+    int u, g, p;
+    if (claimed_pid <= 0 || !s_peer_ids(frame, &u, &g, &p) || p != claimed_pid)
+        return false;
+    *uid = u;
+    *gid = g;
+    *pid = p;
     return true;
 }
 
@@ -430,6 +440,24 @@ void broker_on_hello(broker_t *self, zmq_msg_t *f, conn_t *c, const lc_hdr_t *h)
         tmp.module = NULL;
     }
     const conn_t *to = c ? c : &tmp;
+    /* Who may use the bus: checked at every HELLO, registration or attachment, since
+     * nothing else can be sent before one is accepted. */
+    int uid, gid, pid;
+    if (s_peer_ids(&f[1], &uid, &gid, &pid) &&
+        !access_allowed(&self->cfg.allow, (uid_t)uid, (gid_t)gid)) {
+        self->stats.refused++;
+        if (broker_log_allowed(self, LOG_DENIED))
+            broker_log(self, L_WARNING,
+                       "refused pid %d of uid %d (gid %d): not the broker's user and not in "
+                       "--allow-user/--allow-group",
+                       pid, uid, gid);
+        broker_error(self, to, h, 0, LC_STATUS_DENIED,
+                     "uid %d may not use this bus: only the broker's user (uid %u) and those "
+                     "allowed by lc-broker --allow-user/--allow-group (bus.allow_users, "
+                     "bus.allow_groups) may",
+                     uid, (unsigned)geteuid());
+        return;
+    }
     size_t nlen = zmq_msg_size(&f[2]);
     char name[LC_NAME_MAX + 1] = "";
     if (nlen > LC_NAME_MAX) {

@@ -31,10 +31,11 @@ int broker_tap_open(broker_t *self, const char *endpoint, char *err, size_t errl
     zmq_setsockopt(self->tap.sock, ZMQ_SNDHWM, &hwm, sizeof hwm);
     zmq_setsockopt(self->tap.sock, ZMQ_LINGER, &zero, sizeof zero);
     bool ipc = strncmp(endpoint, "ipc://", 6) == 0;
-    if (ipc && broker_prepare_ipc(endpoint + 6, err, errlen) < 0)
+    if (ipc && broker_prepare_ipc(endpoint + 6, -1, err, errlen) < 0)
         return -1;
-    /* As for the bus: whoever may open the socket file may see the traffic. */
-    mode_t old = umask(0077);
+    /* Whoever may open the socket file may see the traffic: the owner alone (0600), also
+     * with --group. */
+    mode_t old = umask(0177);
     int rc = zmq_bind(self->tap.sock, endpoint);
     int berr = errno;
     umask(old);

@@ -31,6 +31,7 @@ static const cfg_rule_t s_bus[] = {
     {"max_backlog", CFG_SCALAR},     {"window", CFG_SCALAR},        {"heartbeat_ms", CFG_SCALAR},
     {"call_timeout_ms", CFG_SCALAR}, {"grace_ms", CFG_SCALAR},      {"start_timeout_ms", CFG_SCALAR},
     {"drain_ms", CFG_SCALAR},        {"stop_timeout_ms", CFG_SCALAR}, {"exit_timeout_ms", CFG_SCALAR},
+    {"group", CFG_SCALAR},           {"allow_users", CFG_SEQ},      {"allow_groups", CFG_SEQ},
     {NULL, 0}};
 
 static const cfg_rule_t s_launcher[] = {{"log_dir", CFG_SCALAR},
@@ -349,6 +350,28 @@ system_t *system_load(const char *path, cfg_error_t *err)
         }
         sys->broker_args = s_strv_add(sys->broker_args, "--endpoint");
         sys->broker_args = s_strv_add(sys->broker_args, l->text);
+    }
+    /* Who may use the bus (lc-broker --group, --allow-user, --allow-group). */
+    cfg_node_t *group = cfg_find(bus, "group", NULL);
+    if (group && group->type == CFG_SCALAR) {
+        sys->broker_args = s_strv_add(sys->broker_args, "--group");
+        sys->broker_args = s_strv_add(sys->broker_args, group->text);
+    }
+    static const struct {
+        const char *key, *option;
+    } lists[] = {{"allow_users", "--allow-user"}, {"allow_groups", "--allow-group"}};
+    for (size_t k = 0; k < sizeof lists / sizeof lists[0]; k++) {
+        cfg_node_t *list = cfg_find(bus, lists[k].key, NULL);
+        for (size_t i = 0; list && i < list->n; i++) {
+            cfg_node_t *item = list->items[i];
+            if (item->type != CFG_SCALAR || !*item->text) {
+                cfg_fail(err, item, "bus.%s: expected user or group names or numbers",
+                         lists[k].key);
+                goto fail;
+            }
+            sys->broker_args = s_strv_add(sys->broker_args, lists[k].option);
+            sys->broker_args = s_strv_add(sys->broker_args, item->text);
+        }
     }
     sys->log_dir = log_dir ? s_path(sys, log_dir) : NULL;
     sys->exception_log = exc ? s_path(sys, exc) : NULL;
