@@ -8,6 +8,7 @@
 #include "lc.h"
 
 #include <dirent.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,7 +21,7 @@
 static struct {
     lc_client_t *client;
     httpd_config_t cfg;
-    int timeout_ms; /* for the scrape's calls to the broker and the launcher */
+    atomic_int timeout_ms; /* for the scrape's calls (read by the connection threads) */
     httpd_t *http;  /* from the passive hook to the shutdown hook */
     gauges_t *gauges;
     bool failed; /* the server could not start: exit status 1 */
@@ -289,7 +290,7 @@ static void s_process(expo_t *e)
 static json_t *s_ask(const char *target)
 {
     json_t *res = NULL;
-    int rc = lc_call(P.client, target, NULL, &res, P.timeout_ms);
+    int rc = lc_call(P.client, target, NULL, &res, atomic_load(&P.timeout_ms));
     if (rc == 0)
         return res;
     if (rc != LC_ENOMODULE || strcmp(target, "launcher.status") != 0)
@@ -489,7 +490,7 @@ static void s_on_reload(lc_client_t *c, void *arg)
         httpd_config_clear(&cfg);
         return;
     }
-    P.timeout_ms = timeout_ms;
+    atomic_store(&P.timeout_ms, timeout_ms);
     if (s_config_same(&cfg, &P.cfg) || !P.http) {
         httpd_config_clear(&P.cfg);
         P.cfg = cfg;
@@ -538,13 +539,15 @@ int main(int argc, char **argv)
     int status = module_options(&P.client, argc, argv, s_usage);
     if (status >= 0)
         return status;
-    if (s_read_config(P.client, &P.cfg, &P.timeout_ms) > 0) {
+    int timeout_ms;
+    if (s_read_config(P.client, &P.cfg, &timeout_ms) > 0) {
         lc_log(P.client, LC_LOG_ERROR, "the settings of %s have errors (above): not started",
                lc_client_name(P.client));
         httpd_config_clear(&P.cfg);
         lc_client_destroy(&P.client);
         return 2;
     }
+    atomic_store(&P.timeout_ms, timeout_ms);
     P.gauges = gauges_new();
     if (!P.gauges)
         die(1, "out of memory");
