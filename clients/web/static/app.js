@@ -126,16 +126,25 @@ async function loadInfo() {
 
 /* ---- Output: the seed's log list ---- */
 
+const LOG_MAX = 1000;           /* log lines kept here, as lc-web keeps its last ones */
+
 function renderLog() {
   const list = $('log');
-  const rows = [...S.log.entries()].sort((a, b) => a[0] - b[0]);
+  let rows = [...S.log.entries()].sort((a, b) => a[0] - b[0]);
+  if (rows.length > LOG_MAX) {
+    for (const [pos] of rows.slice(0, rows.length - LOG_MAX)) S.log.delete(pos);
+    rows = rows.slice(rows.length - LOG_MAX);
+  }
   if (rows.length === 0) {
     list.replaceChildren(el('li', { class: 'empty', 'data-testid': 'log-empty', text: S.emptyText }));
     return;
   }
+  /* New lines come at the end: follow them, unless the reader scrolled up to older ones. */
+  const atEnd = list.scrollTop + list.clientHeight >= list.scrollHeight - 4;
   list.replaceChildren(...rows.map(([pos, text]) =>
     el('li', { 'data-testid': 'log-entry', 'data-position': pos },
        el('span', { class: 'pos', text: `${pos}: ` }), text)));
+  if (atEnd) list.scrollTop = list.scrollHeight;
 }
 
 async function loadLog() {
