@@ -11,6 +11,12 @@ if [ "$web_port" = 0 ]; then
 else
     dashboard="http://127.0.0.1:$web_port/"
 fi
+metrics_port=${LC_PROMETHEUS_PORT:-9090}
+if [ "$metrics_port" = 0 ]; then
+    metrics="the address on prometheus's line 'serving http://...' below"
+else
+    metrics="http://127.0.0.1:$metrics_port/metrics"
+fi
 
 cat <<EOT
 lc demo: lc-launch runs the broker and the modules of config/demo.yaml.
@@ -19,6 +25,8 @@ Their output follows, one line each, with the module's name. Stop with Ctrl-C.
 The dashboard (lc-web): $dashboard
   the modules, the GPIO lines with their buttons, the seed's Trigger action, a panel to
   call methods and emit events, and a live feed of the bus (LC_WEB_PORT=N: another port)
+The metrics for Prometheus (lc-prometheus): $metrics
+  (LC_PROMETHEUS_PORT=N: another port)
 
 In another terminal:
   export LC_BUS=$bus PATH=$bin:\$PATH

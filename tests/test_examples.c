@@ -567,12 +567,13 @@ Test(examples, demo_system_runs_and_stops)
 {
     setenv("LC_BUS", h_bus, 1);
     setenv("LC_DEMO_DIR", h_dir, 1);
-    setenv("LC_WEB_PORT", "0", 1); /* any free port: 8080 may be taken */
+    setenv("LC_WEB_PORT", "0", 1); /* any free ports: 8080 and 9090 may be taken */
+    setenv("LC_PROMETHEUS_PORT", "0", 1);
     proc_t *p = h_spawn("launch", BIN("lc-launch"), LC_SOURCE_DIR "/config/demo.yaml", NULL);
     lc_client_t *c = h_client();
-    static const char *const names[] = {"echo",       "listener", "gpio", "clickhandler",
-                                        "controller", "web",      "simple"};
-    for (int i = 0; i < 7; i++)
+    static const char *const names[] = {"echo",       "listener", "gpio",       "clickhandler",
+                                        "controller", "web",      "prometheus", "simple"};
+    for (int i = 0; i < 8; i++)
         s_wait_active(c, names[i]);
     cr_assert_eq(lc_call(c, "gpio.sim_set_input", json_pack("{s:i, s:i}", "line", 22, "value", 0),
                          NULL, 5000),
@@ -592,7 +593,7 @@ Test(examples, demo_system_runs_and_stops)
     cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "status 0x%x\n%s", st, h_log(p));
     log = h_slurp(p->log);
     cr_assert(strstr(log, "launcher     | stopped"), "%s", log);
-    /* The seven modules and the broker. */
-    cr_assert_eq(h_count(log, "ended: exit code 0"), 8, "%s", log);
+    /* The eight modules and the broker. */
+    cr_assert_eq(h_count(log, "ended: exit code 0"), 9, "%s", log);
     free(log);
 }

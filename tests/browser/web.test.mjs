@@ -21,7 +21,7 @@ const CHROMIUM = process.env.LC_CHROMIUM || '/usr/bin/chromium';
 const WAIT_MS = 15000;          // one condition's deadline
 const START_MS = 30000;         // the demo's deadline to serve the page
 const TOTAL_MS = 240000;        // the whole test's: it never hangs a `make test`
-const MODULES = ['gpio', 'controller', 'clickhandler', 'echo', 'simple', 'web'];
+const MODULES = ['gpio', 'controller', 'clickhandler', 'echo', 'simple', 'web', 'prometheus'];
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'lc-browser-'));
 let demo = null;                // the lc-launch process (leader of its own process group)
