@@ -10,6 +10,7 @@
 #include <curl/curl.h>
 #include <errno.h>
 #include <math.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -74,17 +75,25 @@ static void s_system(const char *settings, const char *more)
     s_write(s_sys, text);
 }
 
-/* Takes the URL from the "serving http://ADDR:PORT/metrics" line of a log. */
-static void s_base_from(proc_t *p)
+/* Takes the URL from the nth "serving http://ADDR:PORT/metrics" line of a log. */
+static void s_base_from_nth(proc_t *p, int nth)
 {
-    char *text = h_wait_log(p, "/metrics", 1, 15000);
-    const char *at = strstr(text, "serving ");
-    cr_assert(at, "no \"serving\" line in:\n%s", text);
-    at += strlen("serving ");
+    char *text = h_wait_log(p, "serving ", nth, 15000);
+    const char *at = text;
+    for (int i = 0; i < nth; i++) {
+        at = strstr(at, "serving ");
+        cr_assert(at, "no \"serving\" line %d in:\n%s", i + 1, text);
+        at += strlen("serving ");
+    }
     const char *end = strstr(at, "/metrics");
     cr_assert(end && end - at < (long)sizeof s_base, "bad serving line in:\n%s", text);
     snprintf(s_base, sizeof s_base, "%.*s", (int)(end - at), at);
     free(text);
+}
+
+static void s_base_from(proc_t *p)
+{
+    s_base_from_nth(p, 1);
 }
 
 /* Starts lc-prometheus on h_bus with the system file as it is (each in a log of its own). */
@@ -752,6 +761,112 @@ Test(prometheus, a_scrape_without_the_broker_still_answers)
     cr_assert_eq(s_val(m, "kept"), 5);
     cr_assert_gt(s_val(m, "process_open_fds"), 0);
     json_decref(m);
+}
+
+Test(prometheus, serves_while_passive)
+{
+    h_broker(NULL);
+    lc_client_t *c = h_client();
+    /* The broker activates the expected modules together: while "ghost" does not come,
+     * prometheus stays passive (the seed's server ran from start-up, passively). */
+    json_t *res = NULL;
+    int rc = lc_call(c, "broker.expect",
+                     json_pack("{s:[s,s], s:i}", "modules", "prometheus", "ghost", "timeout_ms",
+                               60000),
+                     &res, 5000);
+    cr_assert_eq(rc, 0, "broker.expect: %s", lc_strerror(rc));
+    json_decref(res);
+    s_system(NULL, NULL);
+    s_prometheus();
+    h_wait_modules(c, "prometheus", NULL);
+    json_t *mod = h_module(c, "prometheus");
+    cr_assert_str_eq(h_str(mod, "state"), "passive");
+    json_decref(mod);
+    s_gauge(c, json_pack("{s:s, s:i}", "metric", "while_passive", "value", 3));
+    json_t *m = s_scrape();
+    cr_assert_eq(s_val(m, "lc_broker_up"), 1);
+    cr_assert_eq(s_val(m, "while_passive"), 3);
+    json_decref(m);
+    mod = h_module(c, "prometheus");
+    cr_assert_str_eq(h_str(mod, "state"), "passive");
+    json_decref(mod);
+    lc_client_destroy(&c);
+}
+
+typedef struct {
+    int rounds;
+    int ok;
+} scraper_t;
+
+static void *s_scraper(void *arg)
+{
+    scraper_t *s = arg;
+    for (int i = 0; i < s->rounds; i++) {
+        resp_t r = s_get("/metrics", NULL);
+        s->ok += r.rc == CURLE_OK && r.status == 200 && strstr(r.body, "# TYPE busy gauge\n");
+        s_resp_free(&r);
+    }
+    return NULL;
+}
+
+Test(prometheus, scrapes_at_once_while_gauges_change)
+{
+    lc_client_t *c = s_bus(NULL, NULL);
+    s_gauge(c, json_pack("{s:s, s:i, s:s}", "metric", "busy", "value", 0, "label_n", "0"));
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    enum { THREADS = 4, ROUNDS = 15 };
+    pthread_t t[THREADS];
+    scraper_t sc[THREADS];
+    for (int i = 0; i < THREADS; i++) {
+        sc[i] = (scraper_t){ROUNDS, 0};
+        cr_assert_eq(pthread_create(&t[i], NULL, s_scraper, &sc[i]), 0);
+    }
+    for (int i = 0; i < 200; i++) {
+        char n[16];
+        snprintf(n, sizeof n, "%d", i % 50);
+        s_gauge(c, json_pack("{s:s, s:i, s:s}", "metric", "busy", "value", i, "label_n", n));
+    }
+    for (int i = 0; i < THREADS; i++) {
+        pthread_join(t[i], NULL);
+        cr_assert_eq(sc[i].ok, ROUNDS, "scraper %d: %d of %d scrapes answered", i, sc[i].ok,
+                     ROUNDS);
+    }
+    json_t *m = s_scrape();
+    for (int n = 0; n < 50; n++) {
+        char key[64];
+        snprintf(key, sizeof key, "busy{n=\"%d\"}", n);
+        cr_assert_eq(s_val(m, key), 150 + n);
+    }
+    json_decref(m);
+    curl_global_cleanup();
+    lc_client_destroy(&c);
+}
+
+Test(prometheus, sighup_takes_new_credentials)
+{
+    proc_t *prom = NULL;
+    lc_client_t *c = s_bus("      username: scraper\n      password: old\n", &prom);
+    resp_t r = s_get("/metrics", &(req_opts_t){.userpwd = "scraper:old"});
+    cr_assert_eq(r.status, 200, "%ld", r.status);
+    s_resp_free(&r);
+    /* Settings with an error are refused: the old ones stay. */
+    s_system("      username: scraper\n", NULL);
+    kill(prom->pid, SIGHUP);
+    free(h_wait_log(prom, "the old ones stay", 1, 10000));
+    r = s_get("/metrics", &(req_opts_t){.userpwd = "scraper:old"});
+    cr_assert_eq(r.status, 200, "%ld", r.status);
+    s_resp_free(&r);
+    /* A new password: the server starts again with it (on another free port). */
+    s_system("      username: scraper\n      password: new\n", NULL);
+    kill(prom->pid, SIGHUP);
+    s_base_from_nth(prom, 2);
+    r = s_get("/metrics", &(req_opts_t){.userpwd = "scraper:old"});
+    cr_assert_eq(r.status, 403, "%ld", r.status);
+    s_resp_free(&r);
+    json_t *m = s_scrape_with(&(req_opts_t){.userpwd = "scraper:new"}, NULL);
+    cr_assert_eq(s_val(m, "lc_broker_up"), 1);
+    json_decref(m);
+    lc_client_destroy(&c);
 }
 
 /* ---- With lc-launch ------------------------------------------------------------------- */
