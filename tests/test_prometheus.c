@@ -486,6 +486,17 @@ Test(prometheus, set_gauge_value_refusals_say_why)
     s_refused(c, json_pack("{s:s, s:s}", "metric", "x", "value", "17"), "must be a number");
     s_refused(c, json_pack("{s:s, s:i, s:n}", "metric", "x", "value", 1, "label_a"),
               "label_a must be a string, a number or a boolean");
+    char long_text[1100];
+    memset(long_text, 'a', sizeof long_text - 1);
+    long_text[sizeof long_text - 1] = 0;
+    s_refused(c, json_pack("{s:s, s:i, s:s}", "metric", "x", "value", 1, "label_a", long_text),
+              "the value of label_a is longer than 1024 bytes");
+    s_refused(c, json_pack("{s:s, s:i, s:s}", "metric", "x", "value", 1, "documentation",
+                           long_text),
+              "documentation longer than 1024 bytes");
+    long_text[300] = 0;
+    s_refused(c, json_pack("{s:s, s:i}", "metric", long_text, "value", 1),
+              "a metric name longer than 200 bytes");
     /* Nothing of that reached the exposition. */
     json_t *m = s_scrape();
     cr_assert_eq(s_val(m, "with_label{instance=\"a\"}"), 1);

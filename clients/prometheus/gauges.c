@@ -108,6 +108,11 @@ static int s_label_value(label_t *l, json_t *v, char *err, size_t errlen)
                  l->name, json_is_null(v) ? "null" : "an object or an array");
         return -1;
     }
+    if (strlen(l->text) > GAUGES_MAX_TEXT) {
+        snprintf(err, errlen, "set_gauge_value: the value of label_%s is longer than %d bytes",
+                 l->name, GAUGES_MAX_TEXT);
+        return -1;
+    }
     return 0;
 }
 
@@ -194,6 +199,11 @@ static int s_parse(json_t *args, const char **metric, json_t **value, const char
             }
             if (json_is_string(v))
                 *help = json_string_value(v);
+            if (strlen(*help) > GAUGES_MAX_TEXT) {
+                snprintf(err, errlen, "set_gauge_value: documentation longer than %d bytes",
+                         GAUGES_MAX_TEXT);
+                return -1;
+            }
         } else if (strncmp(key, "label_", 6) == 0) {
             if (*nlabels == MAX_LABELS) {
                 snprintf(err, errlen, "set_gauge_value: at most %d labels per metric",
@@ -202,6 +212,11 @@ static int s_parse(json_t *args, const char **metric, json_t **value, const char
             }
             label_t *l = &labels[(*nlabels)++];
             l->name = key + 6;
+            if (strlen(l->name) > GAUGES_MAX_NAME) {
+                snprintf(err, errlen, "set_gauge_value: a label name longer than %d bytes",
+                         GAUGES_MAX_NAME);
+                return -1;
+            }
             if (!expo_label_name_ok(l->name)) {
                 snprintf(err, errlen,
                          "set_gauge_value: '%s' does not name a valid label: after label_ "
@@ -223,6 +238,11 @@ static int s_parse(json_t *args, const char **metric, json_t **value, const char
     if (!*metric) {
         snprintf(err, errlen, "set_gauge_value: argument 'metric' (the metric's name, a "
                               "string) is required");
+        return -1;
+    }
+    if (strlen(*metric) > GAUGES_MAX_NAME) {
+        snprintf(err, errlen, "set_gauge_value: a metric name longer than %d bytes",
+                 GAUGES_MAX_NAME);
         return -1;
     }
     if (!expo_metric_name_ok(*metric)) {

@@ -11,6 +11,8 @@
 /* Bounds, so that a module cannot grow lc-prometheus without limit. */
 #define GAUGES_MAX_METRICS 1000
 #define GAUGES_MAX_SERIES 10000
+#define GAUGES_MAX_NAME 200  /* bytes of a metric or label name */
+#define GAUGES_MAX_TEXT 1024 /* bytes of a label value or of the documentation */
 
 #define GAUGES_NO_DOC "[no documentation provided]"
 
