@@ -214,8 +214,8 @@ static json_t *s_check(const char *text)
     int st = system(cmd);
     char *complaints = h_slurp(err);
     cr_assert(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0,
-              "check_metrics.py refuses the exposition (status 0x%x):\n%s\n--- text:\n%.6000s",
-              st, complaints, text);
+              "check_metrics.py refuses the exposition (status 0x%x):\n%s\n--- text:\n%.6000s", st,
+              complaints, text);
     free(complaints);
     json_error_t jerr;
     json_t *samples = json_load_file(out, 0, &jerr);
@@ -420,8 +420,8 @@ Test(prometheus, set_gauge_value_as_the_seed_example)
     s_gauge(c, json_pack("{s:s, s:s}", "metric", "example_metric", "documentation",
                          "An example metric"));
     s_gauge(c, json_pack("{s:s, s:i}", "metric", "example_metric", "value", 17));
-    s_gauge(c, json_pack("{s:s, s:i, s:i, s:s}", "metric", "example_metric_with_label", "value",
-                         17, "label_instance", 1, "documentation", "An example with a label"));
+    s_gauge(c, json_pack("{s:s, s:i, s:i, s:s}", "metric", "example_metric_with_label", "value", 17,
+                         "label_instance", 1, "documentation", "An example with a label"));
     char *text = NULL;
     json_t *m = s_scrape_with(NULL, &text);
     cr_assert_eq(s_val(m, "example_metric"), 17);
@@ -434,8 +434,8 @@ Test(prometheus, set_gauge_value_as_the_seed_example)
     json_decref(m);
 
     /* 0 is a value (the seed ignored it); later documentation is ignored (as the seed). */
-    s_gauge(c, json_pack("{s:s, s:i, s:s}", "metric", "example_metric", "value", 0,
-                         "documentation", "other words"));
+    s_gauge(c, json_pack("{s:s, s:i, s:s}", "metric", "example_metric", "value", 0, "documentation",
+                         "other words"));
     /* Without documentation: the seed's default text. More label sets, odd values. */
     s_gauge(c, json_pack("{s:s, s:f, s:s, s:s}", "metric", "room_temperature", "value", -2.5,
                          "label_room", "hall \"north\"\\\n", "label_floor", "1"));
@@ -447,8 +447,8 @@ Test(prometheus, set_gauge_value_as_the_seed_example)
     cr_assert_eq(s_val(m, "example_metric"), 0);
     cr_assert(strstr(text, "# HELP example_metric An example metric\n"));
     cr_assert(strstr(text, "# HELP room_temperature [no documentation provided]\n"));
-    cr_assert_eq(s_val(m, "room_temperature{floor=\"1\",room=\"hall \\\"north\\\"\\\\\\n\"}"),
-                 -2.5, "%s", h_dump(m));
+    cr_assert_eq(s_val(m, "room_temperature{floor=\"1\",room=\"hall \\\"north\\\"\\\\\\n\"}"), -2.5,
+                 "%s", h_dump(m));
     cr_assert_eq(s_val(m, "room_temperature{floor=\"2\",room=\"kitchen\"}"), 21.25);
     cr_assert(strstr(text, "# TYPE later gauge\n"));
     cr_assert_null(strstr(text, "later{"));
@@ -460,16 +460,16 @@ Test(prometheus, set_gauge_value_as_the_seed_example)
 Test(prometheus, set_gauge_value_refusals_say_why)
 {
     lc_client_t *c = s_bus(NULL, NULL);
-    s_gauge(c, json_pack("{s:s, s:i, s:s}", "metric", "with_label", "value", 1, "label_instance",
-                         "a"));
+    s_gauge(
+        c, json_pack("{s:s, s:i, s:s}", "metric", "with_label", "value", 1, "label_instance", "a"));
     /* The label names are fixed at the first use. */
-    s_refused(c, json_pack("{s:s, s:i, s:s}", "metric", "with_label", "value", 2, "label_host",
-                           "b"),
+    s_refused(c,
+              json_pack("{s:s, s:i, s:s}", "metric", "with_label", "value", 2, "label_host", "b"),
               "has the labels {instance} since its first use; this call gives {host}");
-    s_refused(c, json_pack("{s:s, s:i}", "metric", "with_label", "value", 2),
-              "this call gives {}");
-    s_refused(c, json_pack("{s:s, s:i, s:s, s:s}", "metric", "with_label", "value", 2,
-                           "label_instance", "a", "label_host", "b"),
+    s_refused(c, json_pack("{s:s, s:i}", "metric", "with_label", "value", 2), "this call gives {}");
+    s_refused(c,
+              json_pack("{s:s, s:i, s:s, s:s}", "metric", "with_label", "value", 2,
+                        "label_instance", "a", "label_host", "b"),
               "this call gives {host, instance}");
     s_refused(c, json_pack("{s:s, s:i, s:i}", "metric", "x", "value", 1, "foo", 1),
               "unexpected argument 'foo'");
@@ -491,8 +491,8 @@ Test(prometheus, set_gauge_value_refusals_say_why)
     long_text[sizeof long_text - 1] = 0;
     s_refused(c, json_pack("{s:s, s:i, s:s}", "metric", "x", "value", 1, "label_a", long_text),
               "the value of label_a is longer than 1024 bytes");
-    s_refused(c, json_pack("{s:s, s:i, s:s}", "metric", "x", "value", 1, "documentation",
-                           long_text),
+    s_refused(c,
+              json_pack("{s:s, s:i, s:s}", "metric", "x", "value", 1, "documentation", long_text),
               "documentation longer than 1024 bytes");
     long_text[300] = 0;
     s_refused(c, json_pack("{s:s, s:i}", "metric", long_text, "value", 1),
@@ -565,8 +565,8 @@ Test(prometheus, listens_on_loopback_by_default)
     char url[300];
     snprintf(url, sizeof url, "http://127.0.0.2:%s/metrics", s_base + 17);
     resp_t r = s_request(url, NULL);
-    cr_assert_eq(r.rc, CURLE_COULDNT_CONNECT, "%s: %s (status %ld)", url,
-                 curl_easy_strerror(r.rc), r.status);
+    cr_assert_eq(r.rc, CURLE_COULDNT_CONNECT, "%s: %s (status %ld)", url, curl_easy_strerror(r.rc),
+                 r.status);
     s_resp_free(&r);
     lc_client_destroy(&c);
 }
@@ -746,8 +746,7 @@ Test(prometheus, a_port_in_use_ends_the_module_with_a_reason)
     proc_t *p = h_spawn("prom2", BIN("lc-prometheus"), "--name", "prom2", "--bus", h_bus,
                         "--config", sys2, NULL);
     int st = h_wait_exit(p, 15000);
-    cr_assert(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 1, "status 0x%x\n%s", st,
-              h_log(p));
+    cr_assert(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 1, "status 0x%x\n%s", st, h_log(p));
     cr_assert(strstr(h_log(p), "cannot serve HTTP on 127.0.0.1 port"), "%s", h_log(p));
 }
 
@@ -781,10 +780,10 @@ Test(prometheus, serves_while_passive)
     /* The broker activates the expected modules together: while "ghost" does not come,
      * prometheus stays passive (the seed's server ran from start-up, passively). */
     json_t *res = NULL;
-    int rc = lc_call(c, "broker.expect",
-                     json_pack("{s:[s,s], s:i}", "modules", "prometheus", "ghost", "timeout_ms",
-                               60000),
-                     &res, 5000);
+    int rc =
+        lc_call(c, "broker.expect",
+                json_pack("{s:[s,s], s:i}", "modules", "prometheus", "ghost", "timeout_ms", 60000),
+                &res, 5000);
     cr_assert_eq(rc, 0, "broker.expect: %s", lc_strerror(rc));
     json_decref(res);
     s_system(NULL, NULL);

@@ -77,8 +77,7 @@ static int s_by_name(const void *a, const void *b)
 }
 
 /* "{a, b}" for messages. */
-static void s_names_text(char *buf, size_t size, const char *const *names, size_t stride,
-                         size_t n)
+static void s_names_text(char *buf, size_t size, const char *const *names, size_t stride, size_t n)
 {
     size_t off = (size_t)snprintf(buf, size, "{");
     for (size_t i = 0; i < n && off < size; i++)
@@ -153,8 +152,8 @@ static int s_add_series(gauges_t *self, metric_t *m, const label_t *labels, doub
     return 0;
 }
 
-static metric_t *s_create(gauges_t *self, const char *name, const char *help,
-                          const label_t *labels, size_t n)
+static metric_t *s_create(gauges_t *self, const char *name, const char *help, const label_t *labels,
+                          size_t n)
 {
     if (self->nmetrics == self->cap) {
         size_t cap = self->cap ? self->cap * 2 : 16;
@@ -206,8 +205,7 @@ static int s_parse(json_t *args, const char **metric, json_t **value, const char
             }
         } else if (strncmp(key, "label_", 6) == 0) {
             if (*nlabels == MAX_LABELS) {
-                snprintf(err, errlen, "set_gauge_value: at most %d labels per metric",
-                         MAX_LABELS);
+                snprintf(err, errlen, "set_gauge_value: at most %d labels per metric", MAX_LABELS);
                 return -1;
             }
             label_t *l = &labels[(*nlabels)++];
@@ -236,8 +234,9 @@ static int s_parse(json_t *args, const char **metric, json_t **value, const char
         }
     }
     if (!*metric) {
-        snprintf(err, errlen, "set_gauge_value: argument 'metric' (the metric's name, a "
-                              "string) is required");
+        snprintf(err, errlen,
+                 "set_gauge_value: argument 'metric' (the metric's name, a "
+                 "string) is required");
         return -1;
     }
     if (strlen(*metric) > GAUGES_MAX_NAME) {
@@ -303,8 +302,9 @@ int gauges_set(gauges_t *self, json_t *args, char *err, size_t errlen)
         }
     } else {
         if (self->nmetrics >= GAUGES_MAX_METRICS) {
-            snprintf(err, errlen, "set_gauge_value: already %d metrics, the most lc-prometheus "
-                                  "keeps; '%s' is not created",
+            snprintf(err, errlen,
+                     "set_gauge_value: already %d metrics, the most lc-prometheus "
+                     "keeps; '%s' is not created",
                      GAUGES_MAX_METRICS, name);
             goto done;
         }
@@ -331,8 +331,9 @@ int gauges_set(gauges_t *self, json_t *args, char *err, size_t errlen)
         if (s) {
             s->value = v;
         } else if (self->nseries >= GAUGES_MAX_SERIES) {
-            snprintf(err, errlen, "set_gauge_value: already %d label sets in all, the most "
-                                  "lc-prometheus keeps; this one of '%s' is not created",
+            snprintf(err, errlen,
+                     "set_gauge_value: already %d label sets in all, the most "
+                     "lc-prometheus keeps; this one of '%s' is not created",
                      GAUGES_MAX_SERIES, name);
             goto done;
         } else if (s_add_series(self, m, labels, v) < 0) {

@@ -22,7 +22,7 @@ static struct {
     lc_client_t *client;
     httpd_config_t cfg;
     atomic_int timeout_ms; /* for the scrape's calls (read by the connection threads) */
-    httpd_t *http;  /* from the passive hook to the shutdown hook */
+    httpd_t *http;         /* from the passive hook to the shutdown hook */
     gauges_t *gauges;
     bool failed; /* the server could not start: exit status 1 */
 } P;
@@ -41,8 +41,8 @@ static uint64_t s_u(json_t *o, const char *key)
 }
 
 /* A family whose samples are keys of broker.stats, told apart by one label. */
-static void s_labelled(expo_t *e, json_t *st, const char *name, const char *type,
-                       const char *help, const char *label, const stat_row_t *rows, size_t n)
+static void s_labelled(expo_t *e, json_t *st, const char *name, const char *type, const char *help,
+                       const char *label, const stat_row_t *rows, size_t n)
 {
     expo_family(e, name, type, help);
     for (size_t i = 0; st && i < n; i++)
@@ -53,8 +53,8 @@ static void s_labelled(expo_t *e, json_t *st, const char *name, const char *type
 }
 
 /* A family of one sample without labels: broker.stats' key. */
-static void s_single(expo_t *e, json_t *st, const char *name, const char *type,
-                     const char *help, const char *key)
+static void s_single(expo_t *e, json_t *st, const char *name, const char *type, const char *help,
+                     const char *key)
 {
     expo_family(e, name, type, help);
     if (st && json_object_get(st, key))
@@ -114,23 +114,22 @@ static void s_broker(expo_t *e, json_t *st)
                 "1 when the broker answered broker.stats for this scrape, else 0");
     expo_sample(e, "lc_broker_up", NULL, st ? 1 : 0);
     s_labelled(e, st, "lc_messages_total", "counter",
-               "Messages the broker handled, by kind (the keys of broker.stats)", "kind",
-               messages, sizeof messages / sizeof messages[0]);
+               "Messages the broker handled, by kind (the keys of broker.stats)", "kind", messages,
+               sizeof messages / sizeof messages[0]);
     s_labelled(e, st, "lc_errors_total", "counter",
                "Calls, messages and completions that went wrong, by kind (the keys of "
                "broker.stats)",
                "kind", errors, sizeof errors / sizeof errors[0]);
     s_labelled(e, st, "lc_refusals_total", "counter",
-               "Tasks, events and registrations the broker refused, by reason", "reason",
-               refusals, sizeof refusals / sizeof refusals[0]);
+               "Tasks, events and registrations the broker refused, by reason", "reason", refusals,
+               sizeof refusals / sizeof refusals[0]);
     s_single(e, st, "lc_dropped_total", "counter",
              "Event copies not queued because the subscriber's backlog was full", "dropped");
     s_single(e, st, "lc_lost_total", "counter",
              "Tasks and events discarded (in flight at a crash, past a grace time or the drain)",
              "lost");
     s_single(e, st, "lc_redelivered_total", "counter",
-             "Delivered items put back in their queue after their module went away",
-             "redelivered");
+             "Delivered items put back in their queue after their module went away", "redelivered");
     s_single(e, st, "lc_registrations_total", "counter", "Successful registrations of modules",
              "registrations");
     s_single(e, st, "lc_idle_total", "counter",
@@ -140,8 +139,7 @@ static void s_broker(expo_t *e, json_t *st)
     s_single(e, st, "lc_modules", "gauge",
              "Modules the broker knows, anonymous clients and gone modules' queues included",
              "modules");
-    s_single(e, st, "lc_calls_open", "gauge", "Calls forwarded and not answered yet",
-             "calls_open");
+    s_single(e, st, "lc_calls_open", "gauge", "Calls forwarded and not answered yet", "calls_open");
     s_single(e, st, "lc_queued", "gauge", "Tasks and events waiting in the broker", "queued");
     s_single(e, st, "lc_in_flight", "gauge", "Tasks and events delivered and not done yet",
              "in_flight");
@@ -183,8 +181,7 @@ static void s_launcher(expo_t *e, json_t *ls)
     json_t *all = json_array();
     json_t *m;
     size_t i;
-    json_array_foreach(json_object_get(ls, "modules"), i, m)
-        json_array_append(all, m);
+    json_array_foreach(json_object_get(ls, "modules"), i, m) json_array_append(all, m);
     if (json_is_object(json_object_get(ls, "broker")))
         json_array_append(all, json_object_get(ls, "broker"));
 
@@ -294,10 +291,11 @@ static json_t *s_ask(const char *target)
     if (rc == 0)
         return res;
     if (rc != LC_ENOMODULE || strcmp(target, "launcher.status") != 0)
-        lc_log(P.client, LC_LOG_WARNING, "scrape: %s: %s (%s); its metrics are left out",
-               target, lc_strerror(rc), json_string_value(json_object_get(res, "message"))
-                                            ? json_string_value(json_object_get(res, "message"))
-                                            : "no message");
+        lc_log(P.client, LC_LOG_WARNING, "scrape: %s: %s (%s); its metrics are left out", target,
+               lc_strerror(rc),
+               json_string_value(json_object_get(res, "message"))
+                   ? json_string_value(json_object_get(res, "message"))
+                   : "no message");
     json_decref(res);
     return NULL;
 }
@@ -381,8 +379,8 @@ static int s_serve(lc_client_t *c)
 /* Reads the module's section into cfg; returns the number of errors (each logged). */
 static int s_read_config(lc_client_t *c, httpd_config_t *cfg, int *timeout_ms)
 {
-    static const char *const keys[] = {"listen",   "port",    "username",       "password",
-                                       "certfile", "keyfile", "max_body_bytes", "max_connections",
+    static const char *const keys[] = {"listen",     "port",    "username",       "password",
+                                       "certfile",   "keyfile", "max_body_bytes", "max_connections",
                                        "timeout_ms", NULL};
     int errors = 0;
     const char *file = lc_config_file(c) ? lc_config_file(c) : "(no system file)";
@@ -407,8 +405,8 @@ static int s_read_config(lc_client_t *c, httpd_config_t *cfg, int *timeout_ms)
     httpd_config_read(c, cfg, DEFAULT_PORT, "Metrics");
     long long t = lc_config_int(c, "timeout_ms", DEFAULT_TIMEOUT_MS);
     if (t < 1 || t > 60000) {
-        lc_log(c, LC_LOG_ERROR, "%s: modules.%s.config.timeout_ms: %lld is not 1 to 60000 ms",
-               file, lc_client_name(c), t);
+        lc_log(c, LC_LOG_ERROR, "%s: modules.%s.config.timeout_ms: %lld is not 1 to 60000 ms", file,
+               lc_client_name(c), t);
         errors++;
     }
     *timeout_ms = (int)t;
@@ -423,14 +421,14 @@ static int s_read_config(lc_client_t *c, httpd_config_t *cfg, int *timeout_ms)
     }
     if ((cfg->certfile != NULL) != (cfg->keyfile != NULL)) {
         lc_log(c, LC_LOG_ERROR,
-               "%s: modules.%s.config: %s is set but %s is not; set both for TLS, or neither",
-               file, lc_client_name(c), cfg->certfile ? "certfile" : "keyfile",
+               "%s: modules.%s.config: %s is set but %s is not; set both for TLS, or neither", file,
+               lc_client_name(c), cfg->certfile ? "certfile" : "keyfile",
                cfg->certfile ? "keyfile" : "certfile");
         errors++;
     }
     if (cfg->port < 0 || cfg->port > 65535) {
-        lc_log(c, LC_LOG_ERROR, "%s: modules.%s.config.port: %d is not a TCP port (0-65535)",
-               file, lc_client_name(c), cfg->port);
+        lc_log(c, LC_LOG_ERROR, "%s: modules.%s.config.port: %d is not a TCP port (0-65535)", file,
+               lc_client_name(c), cfg->port);
         errors++;
     }
     return errors + lc_config_errors(c);
@@ -507,27 +505,26 @@ static void s_on_reload(lc_client_t *c, void *arg)
 
 static void s_usage(FILE *out)
 {
-    fprintf(out,
-            "Usage: lc-prometheus [--name NAME] [--bus EP] [--config FILE] [--log-level L]\n"
-            "Serves the bus's metrics for Prometheus at GET /metrics: the broker's counters,\n"
-            "queues, backlogs and call latencies, the launcher's modules, and the gauges\n"
-            "other modules set with set_gauge_value.\n"
-            "\n"
-            "Settings (its config: section): listen (127.0.0.1), port (9090; 0: any free\n"
-            "port), username and password (basic auth; the password plain or a crypt(3)\n"
-            "hash), certfile and keyfile (TLS), timeout_ms (2000), max_body_bytes,\n"
-            "max_connections.\n"
-            "Method: set_gauge_value metric=NAME value=N [documentation=TEXT]\n"
-            "        [label_NAME=VALUE]...\n"
-            "\n"
-            "  --name NAME       module name (default: $LC_MODULE, else prometheus)\n"
-            "  --bus EP          bus endpoint (default: $LC_BUS or the per-user socket)\n"
-            "  --config FILE     system file (default: $LC_CONFIG)\n"
-            "  --log-level L     critical, error, warning, info or debug (default: info)\n"
-            "  -h, --help        show this help and exit\n"
-            "  -V, --version     show the version and exit\n"
-            "Stops on SIGTERM or SIGINT; SIGHUP reads the settings again. See "
-            "lc-prometheus(1).\n");
+    fprintf(out, "Usage: lc-prometheus [--name NAME] [--bus EP] [--config FILE] [--log-level L]\n"
+                 "Serves the bus's metrics for Prometheus at GET /metrics: the broker's counters,\n"
+                 "queues, backlogs and call latencies, the launcher's modules, and the gauges\n"
+                 "other modules set with set_gauge_value.\n"
+                 "\n"
+                 "Settings (its config: section): listen (127.0.0.1), port (9090; 0: any free\n"
+                 "port), username and password (basic auth; the password plain or a crypt(3)\n"
+                 "hash), certfile and keyfile (TLS), timeout_ms (2000), max_body_bytes,\n"
+                 "max_connections.\n"
+                 "Method: set_gauge_value metric=NAME value=N [documentation=TEXT]\n"
+                 "        [label_NAME=VALUE]...\n"
+                 "\n"
+                 "  --name NAME       module name (default: $LC_MODULE, else prometheus)\n"
+                 "  --bus EP          bus endpoint (default: $LC_BUS or the per-user socket)\n"
+                 "  --config FILE     system file (default: $LC_CONFIG)\n"
+                 "  --log-level L     critical, error, warning, info or debug (default: info)\n"
+                 "  -h, --help        show this help and exit\n"
+                 "  -V, --version     show the version and exit\n"
+                 "Stops on SIGTERM or SIGINT; SIGHUP reads the settings again. See "
+                 "lc-prometheus(1).\n");
 }
 
 int main(int argc, char **argv)
@@ -562,8 +559,8 @@ int main(int argc, char **argv)
 
     int rc = lc_run(P.client);
     if (rc < 0)
-        fprintf(stderr, "lc-prometheus: cannot serve as '%s' on %s: %s\n",
-                lc_client_name(P.client), lc_client_endpoint(P.client), lc_strerror(rc));
+        fprintf(stderr, "lc-prometheus: cannot serve as '%s' on %s: %s\n", lc_client_name(P.client),
+                lc_client_endpoint(P.client), lc_strerror(rc));
     /* The connection threads call through the client: they end before it does. */
     httpd_destroy(&P.http);
     lc_client_destroy(&P.client);
