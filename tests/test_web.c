@@ -23,6 +23,18 @@ TestSuite(web, .init = h_setup, .fini = h_teardown, .timeout = 60);
 static char s_url[128]; /* "http://127.0.0.1:PORT" */
 static char s_cafile[400];
 
+/* Waits until lc-web (or the launcher that runs it) logs where it serves; sets s_url. */
+static void s_wait_url(proc_t *p)
+{
+    char *log = h_wait_log(p, "web: serving http", 1, 15000);
+    const char *at = strstr(log, "web: serving ") + strlen("web: serving ");
+    size_t len = strcspn(at, "/ \n");
+    len += strspn(at + len, "/"); /* "http://" */
+    len += strcspn(at + len, "/ \n");
+    snprintf(s_url, sizeof s_url, "%.*s", (int)len, at);
+    free(log);
+}
+
 /* Starts lc-web with `config` as its section's settings (besides port 0) and waits until it
  * says where it serves. */
 static proc_t *s_web_with(const char *config, ...)
@@ -44,13 +56,7 @@ static proc_t *s_web_with(const char *config, ...)
     va_end(ap);
     argv[n] = NULL;
     proc_t *p = h_spawnv("web", argv);
-    char *log = h_wait_log(p, "web: serving http", 1, 10000);
-    const char *at = strstr(log, "web: serving ") + strlen("web: serving ");
-    size_t len = strcspn(at, "/ \n");
-    len += strspn(at + len, "/"); /* "http://" */
-    len += strcspn(at + len, "/ \n");
-    snprintf(s_url, sizeof s_url, "%.*s", (int)len, at);
-    free(log);
+    s_wait_url(p);
     /* Its passive hook started the server; it may send tasks and events once active. */
     lc_client_t *c = h_client();
     int64_t deadline = lc_mono_ms() + 10000;
@@ -240,22 +246,31 @@ static void s_sse_open(sse_t *s, const char *query)
     curl_multi_add_handle(s->multi, s->easy);
 }
 
-/* Reads the stream until `needle` occurs n times in it; fails after timeout_ms. */
-static void s_sse_wait(sse_t *s, const char *needle, int n, int timeout_ms)
+/* Reads the stream until `needle` occurs n times in it (true), or for timeout_ms (false). */
+static bool s_sse_poll(sse_t *s, const char *needle, int n, int timeout_ms)
 {
     int64_t deadline = lc_mono_ms() + timeout_ms;
     for (;;) {
         int running;
         curl_multi_perform(s->multi, &running);
         if (s->buf.data && h_count(s->buf.data, needle) >= n)
-            return;
+            return true;
         if (!running)
             s->ended = true;
-        cr_assert(!s->ended && lc_mono_ms() < deadline,
-                  "\"%s\" not %d times in the stream within %d ms%s:\n%.6000s", needle, n,
-                  timeout_ms, s->ended ? " (it ended)" : "", s->buf.data ? s->buf.data : "");
+        if (s->ended || lc_mono_ms() >= deadline)
+            return false;
         curl_multi_poll(s->multi, NULL, 0, 50, NULL);
     }
+}
+
+/* Reads the stream until `needle` occurs n times in it; fails after timeout_ms. */
+static void s_sse_wait(sse_t *s, const char *needle, int n, int timeout_ms)
+{
+    bool found = s_sse_poll(s, needle, n, timeout_ms);
+    const char *text = s->buf.data ? s->buf.data : "";
+    size_t len = strlen(text);
+    cr_assert(found, "\"%s\" not %d times in the stream within %d ms%s; its end:\n%s", needle,
+              n, timeout_ms, s->ended ? " (it ended)" : "", len > 4000 ? text + len - 4000 : text);
 }
 
 static void s_sse_close(sse_t *s)
@@ -567,6 +582,52 @@ Test(web, modules_and_stats)
     s_stop_web(web);
 }
 
+/* Under lc-launch: the launcher's states beside the broker's, in the launcher's order. */
+Test(web, modules_under_a_launcher)
+{
+    char sys[400], text[1200];
+    snprintf(sys, sizeof sys, "%s/system.yaml", h_dir);
+    snprintf(text, sizeof text,
+             "bus:\n  endpoint: %s\n"
+             "modules:\n"
+             "  echo:\n    program: lc-echo\n"
+             "  web:\n    program: lc-web\n    after: [echo]\n    config:\n      port: 0\n",
+             h_bus);
+    s_write("system.yaml", text);
+    proc_t *launch = h_spawn("launch", BIN("lc-launch"), sys, NULL);
+    s_wait_url(launch);
+    int64_t deadline = lc_mono_ms() + 15000;
+    for (;;) {
+        json_t *v = s_get("/api/modules", 200);
+        json_t *mods = json_object_get(v, "modules");
+        json_t *echo = json_array_get(mods, 0), *web = json_array_get(mods, 1);
+        bool ready = json_is_true(json_object_get(v, "launcher")) && echo && web &&
+                     json_is_string(json_object_get(echo, "bus_state")) &&
+                     strcmp(h_str(echo, "bus_state"), "active") == 0 &&
+                     strcmp(h_str(web, "bus_state"), "active") == 0;
+        if (ready) {
+            cr_assert_str_eq(h_str(echo, "name"), "echo", "%s", h_dump(v));
+            cr_assert_str_eq(h_str(web, "name"), "web", "%s", h_dump(v));
+            cr_assert_str_eq(h_str(echo, "state"), "running", "%s", h_dump(v));
+            cr_assert_eq(h_int(echo, "restarts"), 0, "%s", h_dump(v));
+            cr_assert(json_is_null(json_object_get(echo, "last_exit")), "%s", h_dump(v));
+            cr_assert_gt(h_int(web, "pid"), 0);
+            /* The launcher is a module on the bus too, after those it started. */
+            json_t *last = json_array_get(mods, json_array_size(mods) - 1);
+            cr_assert_str_eq(h_str(last, "name"), "launcher", "%s", h_dump(v));
+            cr_assert_str_eq(h_str(last, "bus_state"), "active", "%s", h_dump(v));
+            json_decref(v);
+            break;
+        }
+        cr_assert_lt(lc_mono_ms(), deadline, "not both active under the launcher: %s",
+                     h_dump(v));
+        json_decref(v);
+    }
+    int st = h_stop(launch, SIGTERM, 20000);
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "lc-launch ended with %#x\n%s", st,
+              h_log(launch));
+}
+
 Test(web, static_files)
 {
     h_broker(NULL);
@@ -710,6 +771,54 @@ Test(web, events_filtered)
 
     s_expect_error("GET", "/api/events?types=bus,smoke", NULL, 400, "EINVAL", 400);
     s_expect_error("GET", "/api/events?kind=call,noise", NULL, 400, "EINVAL", 400);
+    lc_client_destroy(&c);
+    s_stop_web(web);
+}
+
+/* A stream that does not read: once the connection's buffers are full, its queue (8 frames
+ * here) overflows, and it gets a "dropped" frame in place of what it missed; the frames it
+ * does get keep their order and their ids stay consecutive. */
+Test(web, a_slow_stream_gets_a_dropped_frame)
+{
+    h_broker(NULL);
+    proc_t *web = s_web_with("      stream_queue: 8\n", NULL);
+    sse_t s;
+    s_sse_open(&s, "?types=bus&event=tick");
+    s_sse_wait(&s, ": bus feed attached", 1, 10000);
+    lc_client_t *c = h_client();
+    /* Not read meanwhile: far more than the socket buffers hold (about 300 bytes each). */
+    for (int i = 1; i <= 20000; i++)
+        cr_assert_eq(lc_emit(c, "tick", json_pack("{s:i}", "n", i), 0), 0);
+    s_sse_wait(&s, "event: dropped\n", 1, 20000);
+    /* Once it reads again, it gets what comes next: a marker, emitted until one arrives
+     * (one may still be dropped while the queue drains). */
+    bool seen = false;
+    for (int k = 0; k < 20 && !seen; k++) {
+        json_t *info = NULL;
+        cr_assert_eq(lc_emit_wait(c, "tick", json_pack("{s:i}", "n", 0), 0, 10000, &info), 0);
+        json_decref(info);
+        seen = s_sse_poll(&s, "\"payload\":{\"n\":0}", 1, 2000);
+    }
+    cr_assert(seen, "the stream did not go on after its dropped frame");
+    json_t *frames = s_frames(&s, "bus");
+    json_int_t last = 0;
+    size_t i;
+    json_t *f;
+    json_array_foreach(frames, i, f)
+    {
+        json_int_t n = h_int(json_object_get(f, "payload"), "n");
+        if (n == 0)
+            break;
+        cr_assert_gt(n, last, "out of order after %lld", (long long)last);
+        last = n;
+    }
+    cr_assert_lt(json_array_size(frames), 20001, "nothing was dropped");
+    json_decref(frames);
+    json_t *dropped = s_frames(&s, "dropped");
+    cr_assert_gt(h_int(json_array_get(dropped, 0), "dropped"), 0, "%s", h_dump(dropped));
+    json_decref(dropped);
+    s_ids_consecutive(&s);
+    s_sse_close(&s);
     lc_client_destroy(&c);
     s_stop_web(web);
 }

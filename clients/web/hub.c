@@ -332,6 +332,8 @@ ssize_t hub_read(hub_client_t *cl, char *buf, size_t max)
 
 void hub_log(hub_t *self, json_int_t position, const char *text)
 {
+    if (!self)
+        return;
     json_t *o = json_pack("{s:I, s:s}", "position", position, "text", text);
     char *line = o ? json_dumps(o, JSON_COMPACT) : NULL;
     json_decref(o);

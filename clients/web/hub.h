@@ -51,7 +51,7 @@ ssize_t hub_read(hub_client_t *cl, char *buf, size_t max);
 /* The stream's connection closed: forgets it and frees it. */
 void hub_leave(hub_client_t *cl);
 
-/* A new log line, for the streams that want type "log". */
+/* A new log line, for the streams that want type "log" (self may be NULL). */
 void hub_log(hub_t *self, json_int_t position, const char *text);
 
 /* ---- The tap's side ---- */

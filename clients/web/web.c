@@ -18,8 +18,7 @@
 #include <unistd.h>
 
 #define EMPTY_TEXT "There is no data to show" /* the seed's empty list */
-#define STREAM_FRAMES 4096                  /* a stream's queue: frames ... */
-#define STREAM_BYTES (8u << 20)             /* ... and bytes */
+#define STREAM_BYTES (8u << 20)             /* a stream's queue at most */
 
 typedef struct {
     lc_client_t *client;
@@ -630,6 +629,13 @@ static void s_on_startup(lc_client_t *c, void *arg)
     long long max = lc_config_int(c, "log_lines", 1000);
     w->max_lines = max > 0 ? (size_t)max : 1000;
     w->static_dir = s_static_dir(c);
+    long long frames = lc_config_int(c, "stream_queue", 4096);
+    w->hub = hub_new(frames > 0 ? (size_t)frames : 4096, STREAM_BYTES);
+    if (!w->hub) {
+        lc_log(c, LC_LOG_CRITICAL, "web: out of memory");
+        w->failed = true;
+        lc_stop(c);
+    }
     if (!s_is_dir(w->static_dir))
         lc_log(c, LC_LOG_WARNING,
                "web: the pages' folder %s does not exist; / and /static/ answer 404 (set "
@@ -641,6 +647,8 @@ static void s_on_startup(lc_client_t *c, void *arg)
 static void s_on_passive(lc_client_t *c, void *arg)
 {
     web_t *w = arg;
+    if (w->failed)
+        return;
     char err[512];
     w->http = httpd_start(&w->cfg, c, s_handle, w, err, sizeof err);
     if (!w->http) {
@@ -692,7 +700,7 @@ static void s_usage(FILE *out)
             "Settings (modules.NAME.config): listen (127.0.0.1), port (8080; 0: any free port),\n"
             "username, password (plain or a crypt(3) hash), certfile, keyfile (TLS),\n"
             "max_body_bytes (1048576), max_connections (64), static_dir, gpio (gpio),\n"
-            "title (LooselyCoupled), log_lines (1000).\n"
+            "title (LooselyCoupled), log_lines (1000), stream_queue (4096).\n"
             "\n"
             "  --name NAME       module name (default: $LC_MODULE, else web)\n"
             "  --bus EP          bus endpoint (default: $LC_BUS or the per-user socket)\n"
@@ -716,8 +724,7 @@ int main(int argc, char **argv)
     web_t w = {.client = c, .name = lc_client_name(c), .max_lines = 1000};
     pthread_mutex_init(&w.lock, NULL);
     w.lines = json_array();
-    w.hub = hub_new(STREAM_FRAMES, STREAM_BYTES);
-    if (!w.lines || !w.hub)
+    if (!w.lines)
         die(1, "out of memory");
     lc_method(c, "add_log_entry", s_m_add_log_entry, &w);
     lc_method_doc(c, "add_log_entry", "appends a line to the web page's list; answers its position",
