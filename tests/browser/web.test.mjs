@@ -9,6 +9,7 @@
 //
 // On a failure it prints the demo's log; it stops everything it started in any case.
 import { spawn } from 'node:child_process';
+import { EventEmitter } from 'node:events';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -48,9 +49,14 @@ function startDemo() {
     cwd: SOURCE, env, detached: true, stdio: ['ignore', 'pipe', 'pipe'],
   });
   const logFile = fs.createWriteStream(path.join(tmp, 'demo.log'));
+  demo.output = new EventEmitter();
   for (const stream of [demo.stdout, demo.stderr]) {
     stream.setEncoding('utf8');
-    stream.on('data', (chunk) => { demoLog += chunk; logFile.write(chunk); });
+    stream.on('data', (chunk) => {
+      demoLog += chunk;
+      logFile.write(chunk);
+      demo.output.emit('data');
+    });
   }
   demo.exited = new Promise((resolve) => demo.on('exit', (code, signal) => {
     demo.exitCode_ = code;
@@ -62,7 +68,8 @@ function startDemo() {
 // The dashboard's address, from lc-web's line "serving http://127.0.0.1:PORT/".
 async function demoUrl() {
   const deadline = Date.now() + START_MS;
-  const pattern = /^\S+\s+web\s+\|.*serving (https?:\/\/\S+?)\/?\s*$/m;
+  // A whole line only: a chunk of output may end inside one.
+  const pattern = /^\S+\s+web\s+\|.*web: serving (https?:\/\/\S+?)\/?( \(basic auth\))?\r?\n/m;
   for (;;) {
     const m = demoLog.match(pattern);
     if (m) return `${m[1]}/`;
@@ -70,8 +77,10 @@ async function demoUrl() {
       throw new Error(`lc-launch ended (${demo.signal_ || `exit code ${demo.exitCode_}`}) before lc-web served`);
     if (Date.now() > deadline)
       throw new Error(`lc-web did not say "serving http://..." within ${START_MS / 1000} s`);
-    await Promise.race([new Promise((r) => demo.stdout.once('data', r)), demo.exited,
-                        new Promise((r) => setTimeout(r, deadline - Date.now()))]);
+    let timer;
+    await Promise.race([new Promise((r) => demo.output.once('data', r)), demo.exited,
+                        new Promise((r) => { timer = setTimeout(r, deadline - Date.now()); })]);
+    clearTimeout(timer);
   }
 }
 
