@@ -143,6 +143,8 @@ static void s_do(const hreq_t *q, hresp_t *r)
     snprintf(url, sizeof url, "%s%s", s_url, q->path);
     curl_easy_setopt(e, CURLOPT_URL, url);
     curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, q->method);
+    if (strcmp(q->method, "HEAD") == 0)
+        curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
     if (strcmp(q->method, "POST") == 0) {
         curl_easy_setopt(e, CURLOPT_POST, 1L);
         curl_easy_setopt(e, CURLOPT_POSTFIELDS, q->body ? q->body : "");
@@ -485,6 +487,13 @@ Test(web, call_answers_and_errors)
     s_do(&(hreq_t){.method = "GET", .path = "/api/call/echo.echo"}, &r);
     cr_assert_eq(r.status, 405);
     cr_assert(strstr(r.head.data, "Allow: POST"), "%s", r.head.data);
+    s_resp_free(&r);
+    s_do(&(hreq_t){.method = "HEAD", .path = "/api/info"}, &r);
+    cr_assert_eq(r.status, 200);
+    cr_assert_eq(r.body.len, 0);
+    s_resp_free(&r);
+    s_do(&(hreq_t){.method = "HEAD", .path = "/api/events"}, &r);
+    cr_assert_eq(r.status, 405);
     s_resp_free(&r);
     s_do(&(hreq_t){.method = "DELETE", .path = "/api/modules"}, &r);
     cr_assert_eq(r.status, 405);

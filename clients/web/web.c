@@ -232,7 +232,8 @@ static int s_priority(httpd_req_t *req)
     return -1;
 }
 
-/* timeout_ms=N (1 to 3600000); 0 when absent (the client's default); -1 after a 400. */
+/* timeout_ms=N (1 to 60000); 0 when absent (the client's default); -1 after a 400. A stop
+ * of lc-web waits for the calls in progress, so their deadline is kept short. */
 static int s_timeout(httpd_req_t *req)
 {
     const char *t = httpd_query(req, "timeout_ms");
@@ -240,8 +241,8 @@ static int s_timeout(httpd_req_t *req)
         return 0;
     char *end;
     long v = strtol(t, &end, 10);
-    if (!*t || *end || v < 1 || v > 3600000) {
-        s_fail(req, 400, 400, "EINVAL", "timeout_ms '%s' is not a number of ms from 1 to 3600000",
+    if (!*t || *end || v < 1 || v > 60000) {
+        s_fail(req, 400, 400, "EINVAL", "timeout_ms '%s' is not a number of ms from 1 to 60000",
                t);
         return -1;
     }
@@ -576,8 +577,13 @@ static void s_handle(httpd_req_t *req, void *arg)
         if (s_method_is(req, "GET"))
             s_api_stats(w, req);
     } else if (strcmp(path, "/api/events") == 0) {
-        if (s_method_is(req, "GET"))
+        /* Not HEAD: a stream without a body would hold its connection for nothing. */
+        if (strcmp(httpd_method(req), "HEAD") == 0) {
+            httpd_add_header(req, "Allow", "GET");
+            s_fail(req, 405, 405, "ENOTALLOWED", "HEAD /api/events: use GET");
+        } else if (s_method_is(req, "GET")) {
             s_api_events(w, req);
+        }
     } else if (s_prefix(path, "/api/", &rest)) {
         s_fail(req, 404, 404, "ENOTFOUND",
                "no API at %s: see /api/info, /api/log, /api/modules, /api/stats, /api/events, "
@@ -636,7 +642,9 @@ static void s_on_startup(lc_client_t *c, void *arg)
         w->failed = true;
         lc_stop(c);
     }
-    if (!s_is_dir(w->static_dir))
+    if (s_is_dir(w->static_dir))
+        lc_log(c, LC_LOG_INFO, "web: pages from %s", w->static_dir);
+    else
         lc_log(c, LC_LOG_WARNING,
                "web: the pages' folder %s does not exist; / and /static/ answer 404 (set "
                "static_dir in the config)",
