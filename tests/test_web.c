@@ -185,8 +185,7 @@ static json_t *s_json(hresp_t *r, long status, const char *what)
     json_error_t err;
     json_t *v = json_loads(r->body.data, JSON_DECODE_ANY, &err);
     cr_assert(v, "%s: not JSON (%s): %s", what, err.text, r->body.data);
-    cr_assert(strstr(r->head.data, "Content-Type: application/json"), "%s: %s", what,
-              r->head.data);
+    cr_assert(strstr(r->head.data, "Content-Type: application/json"), "%s: %s", what, r->head.data);
     return v;
 }
 
@@ -271,8 +270,8 @@ static void s_sse_wait(sse_t *s, const char *needle, int n, int timeout_ms)
     bool found = s_sse_poll(s, needle, n, timeout_ms);
     const char *text = s->buf.data ? s->buf.data : "";
     size_t len = strlen(text);
-    cr_assert(found, "\"%s\" not %d times in the stream within %d ms%s; its end:\n%s", needle,
-              n, timeout_ms, s->ended ? " (it ended)" : "", len > 4000 ? text + len - 4000 : text);
+    cr_assert(found, "\"%s\" not %d times in the stream within %d ms%s; its end:\n%s", needle, n,
+              timeout_ms, s->ended ? " (it ended)" : "", len > 4000 ? text + len - 4000 : text);
 }
 
 static void s_sse_close(sse_t *s)
@@ -465,7 +464,9 @@ Test(web, call_answers_and_errors)
     s_resp_free(&r);
 
     /* Another site's page may not post. */
-    s_do(&(hreq_t){.method = "POST", .path = "/api/call/echo.echo", .body = "{}",
+    s_do(&(hreq_t){.method = "POST",
+                   .path = "/api/call/echo.echo",
+                   .body = "{}",
                    .headers = {"Origin: http://elsewhere.example"}},
          &r);
     v = s_json(&r, 403, "cross-origin");
@@ -475,9 +476,10 @@ Test(web, call_answers_and_errors)
     /* Its own pages may. */
     char origin[200];
     snprintf(origin, sizeof origin, "Origin: %s", s_url);
-    s_do(&(hreq_t){.method = "POST", .path = "/api/call/echo.echo", .body = "{}",
-                   .headers = {origin}},
-         &r);
+    s_do(
+        &(hreq_t){
+            .method = "POST", .path = "/api/call/echo.echo", .body = "{}", .headers = {origin}},
+        &r);
     cr_assert_eq(r.status, 200, "%s: %s", origin, r.body.data);
     s_resp_free(&r);
 
@@ -575,8 +577,8 @@ Test(web, modules_and_stats)
     for (int k = 0; k < 2; k++)
         cr_assert(json_object_get(echo, keys[k]), "no %s: %s", keys[k], h_dump(echo));
     bool has_echo = false;
-    json_array_foreach(json_object_get(echo, "methods"), i, m)
-        has_echo |= strcmp(json_string_value(m), "echo") == 0;
+    json_array_foreach(json_object_get(echo, "methods"), i, m) has_echo |=
+        strcmp(json_string_value(m), "echo") == 0;
     cr_assert(has_echo, "%s", h_dump(echo));
     cr_assert_str_eq(json_string_value(json_array_get(json_object_get(echo, "subscriptions"), 0)),
                      "door_*");
@@ -628,8 +630,7 @@ Test(web, modules_under_a_launcher)
             json_decref(v);
             break;
         }
-        cr_assert_lt(lc_mono_ms(), deadline, "not both active under the launcher: %s",
-                     h_dump(v));
+        cr_assert_lt(lc_mono_ms(), deadline, "not both active under the launcher: %s", h_dump(v));
         json_decref(v);
     }
     int st = h_stop(launch, SIGTERM, 20000);
@@ -689,11 +690,18 @@ Test(web, events_in_order_with_log_frames)
         cr_assert_eq(rc, 0);
         json_decref(info);
     }
+    /* A frame larger than a read of the connection's (4 KiB) arrives whole. */
+    char big[20001];
+    memset(big, 'x', sizeof big - 1);
+    big[sizeof big - 1] = '\0';
+    json_t *info = NULL;
+    cr_assert_eq(lc_emit_wait(c, "big", json_pack("{s:s}", "text", big), 0, 5000, &info), 0);
+    json_decref(info);
     json_t *res = NULL;
     cr_assert_eq(lc_call(c, "web.add_log_entry", json_pack("{s:s}", "text", "a line"), &res, 5000),
                  0);
     json_decref(res);
-    s_sse_wait(&s, "\"type\":\"event\",\"source\":\"_anon", 20, 10000);
+    s_sse_wait(&s, "\"type\":\"event\",\"source\":\"_anon", 21, 10000);
     s_sse_wait(&s, "event: log\n", 1, 10000);
     cr_assert(strstr(s.buf.data, "Content-Type") == NULL); /* only the body here */
     json_t *bus = s_frames(&s, "bus");
@@ -710,6 +718,11 @@ Test(web, events_in_order_with_log_frames)
                      h_dump(bus));
     }
     cr_assert_eq(n, 20);
+    bool whole = false;
+    json_array_foreach(bus, i, f) if (strcmp(h_str(f, "target"), "big") == 0 &&
+                                      strcmp(h_str(f, "type"), "event") == 0) whole =
+        strcmp(h_str(json_object_get(f, "payload"), "text"), big) == 0;
+    cr_assert(whole, "the big event's frame is not whole");
     json_decref(bus);
     json_t *log = s_frames(&s, "log");
     cr_assert_eq(json_array_size(log), 1, "%s", h_dump(log));
@@ -875,7 +888,8 @@ static void s_hash(const char *password, char *out, size_t size)
 {
     void *lib = dlopen("libcrypt.so.1", RTLD_NOW);
     cr_assert(lib, "cannot load libcrypt.so.1: %s", dlerror());
-    char *(*fn)(const char *, const char *) = (char *(*)(const char *, const char *))dlsym(lib, "crypt");
+    char *(*fn)(const char *, const char *) =
+        (char *(*)(const char *, const char *))dlsym(lib, "crypt");
     cr_assert(fn, "no crypt in libcrypt");
     const char *h = fn(password, "$6$lcwebtestsalt$");
     cr_assert(h && h[0] == '$', "crypt failed");

@@ -14,8 +14,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#define READ_WAIT_MS 200      /* a reader's longest wait: it must notice the server stopping */
-#define KEEPALIVE_MS 10000    /* a comment after this much silence keeps proxies open */
+#define READ_WAIT_MS 200   /* a reader's longest wait: it must notice the server stopping */
+#define KEEPALIVE_MS 10000 /* a comment after this much silence keeps proxies open */
 
 typedef struct frame {
     struct frame *next;
@@ -147,8 +147,8 @@ static bool s_append(hub_client_t *cl, const char *text, size_t len)
 static bool s_append_event(hub_client_t *cl, const char *type, const char *data, size_t len)
 {
     char head[96];
-    int hn = snprintf(head, sizeof head, "id: %" PRIu64 "\nevent: %s\ndata: ", cl->next_id + 1,
-                      type);
+    int hn =
+        snprintf(head, sizeof head, "id: %" PRIu64 "\nevent: %s\ndata: ", cl->next_id + 1, type);
     size_t total = (size_t)hn + len + 2;
     char *text = malloc(total);
     if (!text)

@@ -99,8 +99,8 @@ void tap_run(lc_thread_t *thread, void *arg)
         if (zmq_poll(items, 3, -1) < 0) {
             if (errno == EINTR)
                 continue;
-            lc_log(c, LC_LOG_ERROR, "web: polling the monitor %s failed: %s; the bus feed ends",
-                   ep, zmq_strerror(errno));
+            lc_log(c, LC_LOG_ERROR, "web: polling the monitor %s failed: %s; the bus feed ends", ep,
+                   zmq_strerror(errno));
             break;
         }
         if (items[1].revents)

@@ -18,7 +18,7 @@
 #include <unistd.h>
 
 #define EMPTY_TEXT "There is no data to show" /* the seed's empty list */
-#define STREAM_BYTES (8u << 20)             /* a stream's queue at most */
+#define STREAM_BYTES (8u << 20)               /* a stream's queue at most */
 
 typedef struct {
     lc_client_t *client;
@@ -82,19 +82,18 @@ static void s_on_simple_event(lc_request_t *req, json_t *args, void *arg)
 /* ---- Answers ---- */
 
 /* {"error": {"code": code, "name": name, "message": ...}} */
-static void s_fail(httpd_req_t *req, int status, int code, const char *name, const char *fmt,
-                   ...) __attribute__((format(printf, 5, 6)));
-static void s_fail(httpd_req_t *req, int status, int code, const char *name, const char *fmt,
-                   ...)
+static void s_fail(httpd_req_t *req, int status, int code, const char *name, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+static void s_fail(httpd_req_t *req, int status, int code, const char *name, const char *fmt, ...)
 {
     char message[1024];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(message, sizeof message, fmt, ap);
     va_end(ap);
-    httpd_reply_json(req, status,
-                     json_pack("{s:{s:i, s:s, s:s}}", "error", "code", code, "name", name,
-                               "message", message));
+    httpd_reply_json(
+        req, status,
+        json_pack("{s:{s:i, s:s, s:s}}", "error", "code", code, "name", name, "message", message));
 }
 
 static const char *s_error_name(int rc)
@@ -103,15 +102,12 @@ static const char *s_error_name(int rc)
         int rc;
         const char *name;
     } names[] = {
-        {LC_EINVAL, "EINVAL"},         {LC_ENOMEM, "ENOMEM"},
-        {LC_EHANDLER, "EHANDLER"},     {LC_ENOMODULE, "ENOMODULE"},
-        {LC_ENOMETHOD, "ENOMETHOD"},   {LC_ENOTREADY, "ENOTREADY"},
-        {LC_EGONE, "EGONE"},           {LC_ETIMEDOUT, "ETIMEDOUT"},
-        {LC_ETOOBIG, "ETOOBIG"},       {LC_EPROTO, "EPROTO"},
-        {LC_EVERSION, "EVERSION"},     {LC_ENAMETAKEN, "ENAMETAKEN"},
-        {LC_ENOBUS, "ENOBUS"},         {LC_EQUEUEFULL, "EQUEUEFULL"},
-        {LC_ENOTACTIVE, "ENOTACTIVE"}, {LC_EDENIED, "EDENIED"},
-        {LC_EBUSY, "EBUSY"},
+        {LC_EINVAL, "EINVAL"},       {LC_ENOMEM, "ENOMEM"},         {LC_EHANDLER, "EHANDLER"},
+        {LC_ENOMODULE, "ENOMODULE"}, {LC_ENOMETHOD, "ENOMETHOD"},   {LC_ENOTREADY, "ENOTREADY"},
+        {LC_EGONE, "EGONE"},         {LC_ETIMEDOUT, "ETIMEDOUT"},   {LC_ETOOBIG, "ETOOBIG"},
+        {LC_EPROTO, "EPROTO"},       {LC_EVERSION, "EVERSION"},     {LC_ENAMETAKEN, "ENAMETAKEN"},
+        {LC_ENOBUS, "ENOBUS"},       {LC_EQUEUEFULL, "EQUEUEFULL"}, {LC_ENOTACTIVE, "ENOTACTIVE"},
+        {LC_EDENIED, "EDENIED"},     {LC_EBUSY, "EBUSY"},
     };
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         if (names[i].rc == rc)
@@ -242,8 +238,7 @@ static int s_timeout(httpd_req_t *req)
     char *end;
     long v = strtol(t, &end, 10);
     if (!*t || *end || v < 1 || v > 60000) {
-        s_fail(req, 400, 400, "EINVAL", "timeout_ms '%s' is not a number of ms from 1 to 60000",
-               t);
+        s_fail(req, 400, 400, "EINVAL", "timeout_ms '%s' is not a number of ms from 1 to 60000", t);
         return -1;
     }
     return (int)v;
@@ -266,11 +261,11 @@ static void s_api_log(web_t *w, httpd_req_t *req)
     pthread_mutex_lock(&w->lock);
     size_t i;
     json_t *line;
-    json_array_foreach(w->lines, i, line)
-        json_array_append_new(entries, json_pack("{s:I, s:O}", "position",
-                                                 w->first + (json_int_t)i, "text", line));
+    json_array_foreach(w->lines, i, line) json_array_append_new(
+        entries, json_pack("{s:I, s:O}", "position", w->first + (json_int_t)i, "text", line));
     pthread_mutex_unlock(&w->lock);
-    httpd_reply_json(req, 200, json_pack("{s:o, s:s}", "entries", entries, "empty_text", EMPTY_TEXT));
+    httpd_reply_json(req, 200,
+                     json_pack("{s:o, s:s}", "entries", entries, "empty_text", EMPTY_TEXT));
 }
 
 /* The seed's Trigger Action: a synchronous add_log_entry, an enqueued one, and the event
@@ -297,19 +292,19 @@ static void s_api_trigger(web_t *w, httpd_req_t *req)
     rc = lc_enqueue_wait(w->client, target, json_pack("{s:s}", "text", async_text), 0, 0, &info);
     json_object_set_new(answer, "enqueued", json_boolean(rc == 0));
     if (rc < 0)
-        json_object_set_new(answer, "enqueue_error",
-                            json_sprintf("%s: %s", lc_strerror(rc),
-                                         json_string_value(json_object_get(info, "message"))
-                                             ?: ""));
+        json_object_set_new(
+            answer, "enqueue_error",
+            json_sprintf("%s: %s", lc_strerror(rc),
+                         json_string_value(json_object_get(info, "message")) ?: ""));
     json_decref(info);
     info = NULL;
     rc = lc_emit_wait(w->client, "webpage_trigger", NULL, 0, 0, &info);
     json_object_set_new(answer, "emitted", json_boolean(rc == 0));
     if (rc < 0)
-        json_object_set_new(answer, "emit_error",
-                            json_sprintf("%s: %s", lc_strerror(rc),
-                                         json_string_value(json_object_get(info, "message"))
-                                             ?: ""));
+        json_object_set_new(
+            answer, "emit_error",
+            json_sprintf("%s: %s", lc_strerror(rc),
+                         json_string_value(json_object_get(info, "message")) ?: ""));
     json_decref(info);
     httpd_reply_json(req, 200, answer);
 }
@@ -590,8 +585,7 @@ static void s_handle(httpd_req_t *req, void *arg)
                "/api/trigger, /api/call/M.m, /api/enqueue/M.m, /api/emit/EVENT",
                path);
     } else {
-        s_fail(req, 404, 404, "ENOTFOUND", "no page at %s: the pages are at / and /static/",
-               path);
+        s_fail(req, 404, 404, "ENOTFOUND", "no page at %s: the pages are at / and /static/", path);
     }
 }
 
@@ -678,8 +672,9 @@ static void s_on_passive(lc_client_t *c, void *arg)
                "Security)",
                w->cfg.listen, !auth ? "without a password" : "with the password in clear text");
     if (!lc_thread_start(c, LC_STATE_PASSIVE, tap_run, w->hub))
-        lc_log(c, LC_LOG_ERROR, "web: cannot start the bus feed's thread; the event streams "
-                                "carry log frames only");
+        lc_log(c, LC_LOG_ERROR,
+               "web: cannot start the bus feed's thread; the event streams "
+               "carry log frames only");
 }
 
 /* Streams first (their readers return at once), then the server, which waits for every
