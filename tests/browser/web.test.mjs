@@ -293,6 +293,19 @@ async function run() {
   await step('no script error in the page', async () => {
     if (pageErrors.length) throw new Error(pageErrors.join('\n'));
   });
+
+  // With the page still open on its streams, as a person would leave it.
+  await step('the demo stops cleanly: every process exits 0, no sanitizer report', async () => {
+    await stopDemo();
+    const ends = [...demoLog.matchAll(/^\S+\s+launcher\s+\| (\S+) \(pid \d+\) ended: (.*)$/gm)];
+    const unclean = ends.filter((m) => m[2] !== 'exit code 0').map((m) => `${m[1]}: ${m[2]}`);
+    if (unclean.length) throw new Error(`not a clean end: ${unclean.join('; ')}`);
+    for (const name of ['broker', ...MODULES])
+      if (!ends.some((m) => m[1] === name)) throw new Error(`the log does not say that ${name} ended`);
+    const reports = demoLog.match(/^.*(AddressSanitizer|LeakSanitizer|runtime error:).*$/gm);
+    if (reports) throw new Error(reports.slice(0, 5).join('\n'));
+    if (demo.exitCode_ !== 0) throw new Error(`lc-launch ended with ${demo.signal_ || `exit code ${demo.exitCode_}`}`);
+  });
 }
 
 async function cleanup() {
