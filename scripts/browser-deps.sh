@@ -4,7 +4,7 @@
 # the version of tests/browser/package-lock.json (`npm ci`). The browser is Debian's: the
 # test never downloads one (no `playwright install`).
 set -u
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 
 missing=""
 [ -x /usr/bin/chromium ] || missing="chromium"

@@ -5,7 +5,9 @@
 # chromium binary. scripts/browser-deps.sh installs what it needs.
 set -u
 build=${1:-build}
-cd "$(dirname "$0")/.."
+# The build folder as given from here; the test runs from the source tree.
+case $build in /*) ;; *) build="$PWD/$build" ;; esac
+cd "$(dirname "$0")/.." || exit 1
 for prog in lc-launch lc-broker lc-web lc-gpio lc-controller lc-clickhandler lc-echo lc-simple; do
     if [ ! -x "$build/bin/$prog" ]; then
         echo "lc: $build/bin/$prog is missing; build first: make BUILD=$build all" >&2
