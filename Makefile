@@ -44,7 +44,7 @@ LIBS := $(BUILD)/lib/liblc.so.$(SOVERSION) $(BUILD)/lib/liblc.so $(BUILD)/lib/li
 
 # Each further program brings its own fragment (clients/NAME/build.mk, bench/build.mk)
 # adding to BINS and giving its link rule; it is read here, before `all` needs BINS.
-include $(sort $(wildcard clients/*/build.mk bench/build.mk)) tests/fuzz/build.mk tests/soak/build.mk
+include $(sort $(wildcard clients/*/build.mk bench/build.mk)) tests/fuzz/build.mk tests/soak/build.mk tests/chaos/build.mk
 
 # All test files link into one Criterion binary: one run, one summary line.
 TEST_SRC := $(wildcard tests/test_*.c) tests/harness.c

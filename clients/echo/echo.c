@@ -2,6 +2,8 @@
 #include "../common.h"
 #include "lc.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <stdint.h>
 #include <pthread.h>
@@ -10,6 +12,70 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
+
+/* ---- The journal and the busy time of tasks and events (--journal, --busy) ----------- */
+
+static int s_journal = -1; /* --journal FILE, opened O_APPEND */
+static int s_busy_ms;      /* --busy MS */
+
+/* One JSON line per task or event, written before its handler runs with a single write(2):
+ * a line is whole even when the process is killed a moment later, so a test can tell what
+ * a module had started. */
+static void s_journal_write(lc_request_t *req, json_t *args)
+{
+    static const char *const kinds[] = {"", "call", "task", "event"};
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    json_t *line = json_pack(
+        "{s:s, s:i, s:I, s:s, s:s, s:s, s:I, s:I, s:i, s:O}", "module",
+        lc_client_name(lc_request_client(req)), "pid", (int)getpid(), "time_us",
+        (json_int_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000, "kind", kinds[lc_request_kind(req)],
+        "name", lc_request_method(req), "source", lc_request_source(req), "id",
+        (json_int_t)lc_request_id(req), "tx", (json_int_t)lc_request_tx(req), "priority",
+        lc_request_priority(req), "args", args);
+    char *text = line ? json_dumps(line, JSON_COMPACT) : NULL;
+    json_decref(line);
+    if (!text)
+        return;
+    size_t n = strlen(text);
+    text[n] = '\n'; /* json_dumps' terminator becomes the line's end */
+    if (write(s_journal, text, n + 1) != (ssize_t)(n + 1))
+        lc_log(lc_request_client(req), LC_LOG_ERROR, "cannot append to the journal: %s",
+               strerror(errno));
+    free(text);
+}
+
+typedef struct {
+    lc_method_fn *fn;
+} handler_t;
+
+/* Every handler runs through here: a task or event is journalled and takes its busy time
+ * first; calls go straight on. */
+static void s_dispatch(lc_request_t *req, json_t *args, void *arg)
+{
+    const handler_t *h = arg;
+    if (lc_request_kind(req) != LC_KIND_CALL) {
+        if (s_journal >= 0)
+            s_journal_write(req, args);
+        if (s_busy_ms > 0) {
+            struct timespec ts = {s_busy_ms / 1000, (long)(s_busy_ms % 1000) * 1000000L};
+            while (nanosleep(&ts, &ts) < 0)
+                ;
+        }
+    }
+    h->fn(req, args, NULL);
+}
+
+static handler_t s_handlers[16];
+static int s_nhandlers;
+
+static void s_method(lc_client_t *client, const char *name, lc_method_fn *fn)
+{
+    handler_t *h = &s_handlers[s_nhandlers++];
+    h->fn = fn;
+    lc_method(client, name, s_dispatch, h);
+}
 
 static void s_echo(lc_request_t *req, json_t *args, void *arg)
 {
@@ -123,6 +189,8 @@ static void s_record(lc_request_t *req, json_t *args, void *arg)
     s_record_entry(req, args);
 }
 
+static handler_t s_record_handler = {s_record};
+
 static void s_recorded(lc_request_t *req, json_t *args, void *arg)
 {
     (void)arg;
@@ -143,6 +211,20 @@ static void s_forward(lc_request_t *req, json_t *args, void *arg)
     int priority = (int)json_integer_value(json_object_get(args, "priority"));
     if (json_is_true(json_object_get(args, "new_tx")))
         priority |= LC_NEW_TX;
+    if (json_is_true(json_object_get(args, "wait"))) {
+        /* Answers once the broker took it or refused it: the acceptance's info. */
+        json_t *info = NULL;
+        int rc = task ? lc_enqueue_wait(c, task, inner, priority, 0, &info)
+                      : lc_emit_wait(c, event, inner, priority, 0, &info);
+        if (rc < 0) {
+            const char *msg = json_string_value(json_object_get(info, "message"));
+            lc_reply_error(req, rc, "forward: %s: %s", lc_strerror(rc), msg ? msg : "");
+            json_decref(info);
+        } else {
+            lc_reply(req, info);
+        }
+        return;
+    }
     int rc = task ? lc_enqueue(c, task, inner, priority)
                   : lc_emit(c, event, inner, priority);
     if (rc < 0)
@@ -197,6 +279,9 @@ static void s_usage(FILE *out)
                  "its result\n"
                  "\n"
                  "  --name NAME       module name (default: $LC_MODULE, else echo)\n"
+            "  -j, --journal FILE  append a JSON line for every task and event, before its\n"
+            "                    handler runs\n"
+            "  -b, --busy MS     every task and event holds the loop MS ms before its handler\n"
             "  --config FILE     system file (default: $LC_CONFIG)\n"
             "  --log-level L     critical, error, warning, info or debug (default: info)\n"
             "  -l, --listen PAT  record events matching PAT (a name or a prefix ending in '*');\n"
@@ -221,6 +306,8 @@ int main(int argc, char **argv)
         {"listen", required_argument, NULL, 'l'},
         {"concurrency", required_argument, NULL, 'c'},
         {"window", required_argument, NULL, 'w'},
+        {"journal", required_argument, NULL, 'j'},
+        {"busy", required_argument, NULL, 'b'},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
@@ -228,7 +315,7 @@ int main(int argc, char **argv)
     const char *patterns[16];
     int npatterns = 0, concurrency = 1, window = 64;
     int opt;
-    while ((opt = getopt_long(argc, argv, "l:c:w:hV", longopts, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "l:c:w:j:b:hV", longopts, NULL)) != -1) {
         switch (opt) {
         case 'l':
             if (npatterns == 16)
@@ -245,6 +332,21 @@ int main(int argc, char **argv)
             if (window < 1)
                 die(2, "--window expects a positive number");
             break;
+        case 'j':
+            if (s_journal >= 0)
+                close(s_journal);
+            s_journal = open(optarg, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+            if (s_journal < 0)
+                die(2, "cannot open the journal %s: %s", optarg, strerror(errno));
+            break;
+        case 'b': {
+            char *end;
+            long ms = strtol(optarg, &end, 10);
+            if (*optarg == 0 || *end || ms < 0 || ms > 3600000)
+                die(2, "--busy expects milliseconds from 0 to 3600000");
+            s_busy_ms = (int)ms;
+            break;
+        }
         case 'h':
             s_usage(stdout);
             lc_client_destroy(&client);
@@ -264,35 +366,35 @@ int main(int argc, char **argv)
         lc_client_destroy(&client);
         return 2;
     }
-    lc_method(client, "echo", s_echo, NULL);
+    s_method(client, "echo", s_echo);
     lc_method_doc(client, "echo", "answers with its arguments", NULL);
-    lc_method(client, "fail", s_fail, NULL);
+    s_method(client, "fail", s_fail);
     lc_method_doc(client, "fail", "answers with an error", "code:integer message:string");
-    lc_method(client, "sleep", s_sleep, NULL);
+    s_method(client, "sleep", s_sleep);
     lc_method_doc(client, "sleep", "answers after ms milliseconds (deferred)", "ms:integer");
-    lc_method(client, "block", s_block, NULL);
+    s_method(client, "block", s_block);
     lc_method_doc(client, "block", "holds the module's loop for ms milliseconds", "ms:integer");
-    lc_method(client, "crash", s_crash, NULL);
+    s_method(client, "crash", s_crash);
     lc_method_doc(client, "crash", "aborts the process", NULL);
-    lc_method(client, "call", s_call, NULL);
+    s_method(client, "call", s_call);
     lc_method_doc(client, "call", "calls target with args and answers with its result",
                   "target:string args:object");
     s_log = json_array();
     s_held = json_array();
-    lc_method(client, "record", s_record, NULL);
+    s_method(client, "record", s_record);
     lc_method_doc(client, "record", "records what it handled, with its metadata", NULL);
-    lc_method(client, "recorded", s_recorded, NULL);
+    s_method(client, "recorded", s_recorded);
     lc_method_doc(client, "recorded", "answers the recorded entries and clears them",
                   "clear:boolean");
-    lc_method(client, "forward", s_forward, NULL);
+    s_method(client, "forward", s_forward);
     lc_method_doc(client, "forward", "records, then queues a task or an event",
-                  "task:string event:string args:object priority:integer new_tx:boolean");
-    lc_method(client, "hold", s_hold, NULL);
+                  "task:string event:string args:object priority:integer new_tx:boolean wait:boolean");
+    s_method(client, "hold", s_hold);
     lc_method_doc(client, "hold", "records and keeps the request open until release", NULL);
-    lc_method(client, "release", s_release, NULL);
+    s_method(client, "release", s_release);
     lc_method_doc(client, "release", "finishes every held request", NULL);
     for (int i = 0; i < npatterns; i++)
-        if (lc_on(client, patterns[i], s_record, NULL) < 0)
+        if (lc_on(client, patterns[i], s_dispatch, &s_record_handler) < 0)
             die(2, "invalid event pattern '%s'", patterns[i]);
     lc_hook(client, LC_HOOK_ACTIVE, s_on_active, NULL);
     lc_client_set_concurrency(client, concurrency);
