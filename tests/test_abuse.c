@@ -519,6 +519,66 @@ Test(abuse, a_thousand_connections_at_once)
     lc_client_destroy(&c);
 }
 
+/* ---- A handler that runs forever ----------------------------------------------------- */
+
+typedef struct {
+    int calls;
+    int rc;
+} outcome_t;
+
+static void s_outcome(lc_client_t *self, int rc, json_t *result, void *arg)
+{
+    (void)self;
+    (void)result;
+    outcome_t *o = arg;
+    o->calls++;
+    o->rc = rc;
+}
+
+/* A call holds the module's loop (echo `block`): later callers get their own deadline
+ * (LC_ETIMEDOUT), which the broker counts in `timeouts` and forgets; the module's tasks wait
+ * and are accounted (its window in flight, the rest in its backlog); others are served; and
+ * when the stuck module is killed its caller hears "gone" at once. (tests/test_queue.c's
+ * stuck_*_handler_does_not_stall_others cover events and a stuck task.) */
+Test(abuse, a_handler_that_runs_forever)
+{
+    h_broker(NULL);
+    proc_t *stuck = h_echo_with("stuck", "--window", "4", NULL);
+    h_echo_with("ok", "--listen", "ok_ping", NULL);
+    lc_client_t *c = h_client();
+    outcome_t first = {0};
+    int rc = lc_call_async(c, "stuck.block", json_pack("{s:i}", "ms", 600000), 600000, s_outcome,
+                           &first);
+    cr_assert_eq(rc, 0, "%s", lc_strerror(rc));
+    h_wait_module_int(c, "stuck", "calls_in", 1, 5000);
+    json_int_t timeouts0 = h_stat(c, "timeouts");
+    for (int i = 0; i < 3; i++) {
+        json_t *res = NULL;
+        rc = lc_call(c, "stuck.echo", NULL, &res, 200);
+        cr_assert_eq(rc, LC_ETIMEDOUT, "call %d: %s", i, lc_strerror(rc));
+        json_decref(res);
+    }
+    for (int i = 0; i < 10; i++)
+        h_enqueue_ok(c, "stuck.record", json_pack("{s:i}", "task", i), 0);
+    cr_assert_eq(h_module_int(c, "stuck", "in_flight"), 4);
+    cr_assert_eq(h_module_int(c, "stuck", "backlog"), 6);
+    /* The broker's deadlines are the callers': it forgets the three calls. */
+    int64_t end = lc_mono_ms() + 5000;
+    while (h_stat(c, "timeouts") < timeouts0 + 3)
+        cr_assert(lc_mono_ms() < end, "the broker counted %lld timeouts, not 3",
+                  (long long)(h_stat(c, "timeouts") - timeouts0));
+    cr_assert_eq(h_stat(c, "calls_open"), 1, "only the blocked call is open");
+    s_others_served(c, "ok", "ok_ping", 10);
+    cr_assert_eq(first.calls, 0);
+
+    h_stop(stuck, SIGKILL, 5000);
+    h_dispatch_until(c, &first.calls, 1, 5000, "the blocked call's end");
+    cr_assert_eq(first.rc, LC_EGONE, "%s", lc_strerror(first.rc));
+    cr_assert_eq(h_stat(c, "calls_open"), 0);
+    s_others_served(c, "ok", NULL, 3);
+    lc_client_destroy(&c);
+}
+
 /* ---- Names at and beyond the limits ----------------------------------------------------- */
 
 static char *s_repeat(char ch, size_t n)
@@ -755,5 +815,46 @@ Test(abuse, broker_restart_every_module_registers_again)
     s_call_ok(c, "holder.echo", NULL, NULL);
     s_raw_close(&silent);
     s_context_end();
+    lc_client_destroy(&c);
+}
+
+/* ---- A connection closed without BYE by a process that lives on ------------------------ */
+
+/* KNOWN DEFECT, disabled so that the suite stays green: on ipc the broker learns that a
+ * module went away from its pidfd (the process ended) or from a BYE, never from the
+ * connection closing. A raw peer whose process lives on and closes its connection without
+ * BYE therefore stays registered, with its socket and pidfd open in the broker, until its
+ * process ends, a send to it fails, or its name is taken. Anonymous clients are never sent
+ * anything, so they stay until their process ends. liblc always says BYE, so only clients
+ * written by hand (or killed connections of a living process) meet it. Enable with
+ * --filter 'abuse/closed_without_bye*' after a fix (for example libzmq's ZMQ_ROUTER_NOTIFY,
+ * still a draft option in libzmq 4.3, or a socket monitor tied to the routing ids). */
+Test(abuse, closed_without_bye_is_forgotten, .disabled = true)
+{
+    enum { N = 20 };
+    proc_t *b = h_broker(NULL);
+    lc_client_t *c = h_client();
+    int fds0 = s_fd_count(b->pid);
+    json_int_t mods0 = h_stat(c, "modules");
+    raw_t *peers[N];
+    for (int i = 0; i < N; i++) {
+        peers[i] = s_raw_open();
+        rmsg_t m;
+        uint32_t seq = s_raw_hello(peers[i], "", "");
+        s_raw_expect(peers[i], LC_MSG_WELCOME, seq, &m, "HELLO");
+    }
+    cr_assert_eq(h_stat(c, "modules"), mods0 + N);
+    for (int i = 0; i < N; i++)
+        s_raw_close(&peers[i]); /* no BYE */
+    s_context_end();
+    int64_t end = lc_mono_ms() + 10000;
+    json_int_t mods;
+    while ((mods = h_stat(c, "modules")) != mods0) {
+        cr_assert(lc_mono_ms() < end,
+                  "%lld connections closed without BYE are still registered after 10 s",
+                  (long long)(mods - mods0));
+        usleep(10000); /* polling a condition, with the deadline above */
+    }
+    s_wait_fds_at_most(b->pid, fds0, 10000, "after the connections closed without BYE");
     lc_client_destroy(&c);
 }
