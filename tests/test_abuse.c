@@ -309,6 +309,67 @@ Test(abuse, a_module_that_stops_reading_is_bounded_and_others_served)
     lc_client_destroy(&c);
 }
 
+/* The same module's socket filled to the brim: calls to it are forwarded until the
+ * broker's send queue to it (100,000 messages, plus what the kernel and the peer's receive
+ * queue hold) is full; from then on each call is refused at once with not_ready (status 4,
+ * LC_ENOTREADY) and counted in `unroutable`, while the broker keeps serving the others. */
+Test(abuse, a_full_socket_refuses_calls_with_not_ready, .timeout = 300)
+{
+    h_broker(NULL);
+    h_echo_with("ok", NULL);
+    lc_client_t *c = h_client();
+    raw_t *deaf = s_raw_open();
+    s_raw_hello(deaf, "deaf", "\"lifecycle\":false,\"methods\":[{\"name\":\"m\"}]");
+    h_wait_modules(c, "deaf", NULL);
+    json_int_t unroutable0 = h_stat(c, "unroutable");
+
+    raw_t *caller = s_raw_open();
+    rmsg_t m;
+    uint32_t seq = s_raw_hello(caller, "", "");
+    s_raw_expect(caller, LC_MSG_WELCOME, seq, &m, "the caller's HELLO");
+    /* The deadline is long so that no answer but a refusal comes back. */
+    uint8_t hb[LC_HDR_SIZE];
+    int sent = 0;
+    bool refused = false;
+    int64_t end = lc_mono_ms() + 240000;
+    while (!refused) {
+        cr_assert(sent < 400000 && lc_mono_ms() < end,
+                  "%d calls to a module that never reads, and none refused", sent);
+        for (int i = 0; i < 1000; i++, sent++) {
+            lc_hdr_t h = {.type = LC_MSG_CALL, .seq = ++caller->seq, .timeout_ms = 600000};
+            lc_hdr_encode(&h, hb);
+            zmq_send(caller->sock, hb, sizeof hb, ZMQ_SNDMORE);
+            zmq_send(caller->sock, "deaf.m", 6, ZMQ_SNDMORE);
+            zmq_send(caller->sock, "", 0, ZMQ_SNDMORE);
+            zmq_send(caller->sock, "", 0, 0);
+        }
+        while (s_raw_recv(caller, &m, 0)) {
+            cr_assert_eq(m.h.type, LC_MSG_ERROR, "an answer of type %d", m.h.type);
+            cr_assert_eq(m.h.status, LC_STATUS_NOT_READY, "status %u: %s", m.h.status, m.payload);
+            refused = true;
+        }
+    }
+    printf("abuse: the first call refused as not_ready came after about %d calls to a module "
+           "that never reads\n",
+           sent);
+    cr_assert_gt(h_stat(c, "unroutable"), unroutable0);
+    s_others_served(c, "ok", NULL, 10);
+    /* Another call is refused at once too. */
+    json_t *res = NULL;
+    int rc = lc_call(c, "deaf.m", NULL, &res, 5000);
+    cr_assert_eq(rc, LC_ENOTREADY, "%s", lc_strerror(rc));
+    cr_assert(strstr(h_str(res, "message"), "deaf"), "%s", h_dump(res));
+    json_decref(res);
+
+    s_raw_send(deaf, LC_MSG_BYE, 0, "", "", 0);
+    s_raw_close(&deaf);
+    s_raw_close(&caller);
+    s_context_end();
+    h_wait_module_int(c, "deaf", "calls_in", -1, 10000);
+    s_others_served(c, "ok", NULL, 3);
+    lc_client_destroy(&c);
+}
+
 /* ---- An event flood ------------------------------------------------------------------- */
 
 typedef struct {
