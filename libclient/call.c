@@ -359,7 +359,7 @@ int lc_call_async(lc_client_t *self, const char *target, json_t *args, int timeo
     lc_hdr_t h = {.type = LC_MSG_CALL, .seq = p->seq, .timeout_ms = (uint32_t)p->timeout_ms};
     lcc_inherit(self, &h, 0);
     if (on_loop) {
-        rc = lcc_send(self->sock, &h, target, NULL, payload, plen, p->deadline);
+        rc = lcc_send_main(self, &h, target, payload, plen, p->deadline);
     } else {
         /* The answer goes to the loop thread, where the callback runs. */
         h.flags = LC_FLAG_REPLY_MAIN;
@@ -425,7 +425,7 @@ static int s_reply_send(lc_request_t *req, int type, int status, char *payload, 
     h.seq = atomic_fetch_add(&self->seq, 1) + 1;
     int rc;
     if (lcc_on_loop(self)) {
-        rc = lcc_send(self->sock, &h, NULL, NULL, payload, plen, lc_mono_ms() + self->timeout_ms);
+        rc = lcc_send_main(self, &h, NULL, payload, plen, lc_mono_ms() + self->timeout_ms);
     } else {
         sat_t *sat = lcc_sat_get(self);
         int64_t deadline = lc_mono_ms() + self->timeout_ms;

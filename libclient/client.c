@@ -582,7 +582,7 @@ int lcc_send_hello(lc_client_t *self)
         return LC_ENOMEM;
     self->reg_seq = atomic_fetch_add(&self->seq, 1) + 1;
     lc_hdr_t h = {.type = LC_MSG_HELLO, .seq = self->reg_seq};
-    int rc = lcc_send(self->sock, &h, self->name, NULL, text, strlen(text), 0);
+    int rc = lcc_send_main(self, &h, self->name, text, strlen(text), 0);
     if (rc == 0) {
         s_set_reg(self, REG_SENT);
     }
@@ -731,6 +731,19 @@ void lcc_rearm(lc_client_t *self)
 {
     if (self->ready_head || s_has_input(self->sock) || s_has_input(self->monitor))
         lcc_wake(self);
+}
+
+/* A send lets libzmq take in its pending commands, among them the news of input that
+ * arrived meanwhile, without signalling its descriptor again. lc_dispatch() re-arms at its
+ * end; a send made outside it, by a program running its own loop on lc_fd(), must re-arm
+ * here, or lc_fd() stays quiet with an answer waiting. */
+int lcc_send_main(lc_client_t *self, const lc_hdr_t *hdr, const char *address, char *payload,
+                  size_t plen, int64_t deadline)
+{
+    int rc = lcc_send(self->sock, hdr, address, NULL, payload, plen, deadline);
+    if (self->epoll_fd >= 0 && !self->dispatching)
+        lcc_rearm(self);
+    return rc;
 }
 
 static bool s_reg_settled(lc_client_t *self, void *ctx)
@@ -894,7 +907,10 @@ int lc_dispatch(lc_client_t *self)
         return LC_EINVAL;
     if (self->signal_fd >= 0)
         lcc_signals_read(self);
-    return s_dispatch(self, IN_ALL, true);
+    self->dispatching++;
+    int rc = s_dispatch(self, IN_ALL, true);
+    self->dispatching--;
+    return rc;
 }
 
 int lc_timeout(lc_client_t *self)

@@ -121,6 +121,7 @@ struct lc_client {
     void *monitor; /* events of the main connection */
     int wake_fd;
     int epoll_fd;
+    int dispatching; /* inside lc_dispatch(), which re-arms lc_fd() at its end */
     pthread_t loop_thread;
     char token[17];
     int timeout_ms;
@@ -261,6 +262,9 @@ method_t *lcc_method_find(lc_client_t *self, const char *name);
 int lcc_dump_args(json_t *args, char **out, size_t *len);
 int lcc_int_timeout(int64_t deadline);
 void lcc_rearm(lc_client_t *self);
+/* lcc_send() on the main connection (loop thread), keeping lc_fd() armed. */
+int lcc_send_main(lc_client_t *self, const lc_hdr_t *hdr, const char *address, char *payload,
+                  size_t plen, int64_t deadline);
 /* Receives and handles up to max messages waiting on the main connection. */
 int lcc_drain_main(lc_client_t *self, int max);
 void lcc_wake(lc_client_t *self);

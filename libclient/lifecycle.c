@@ -53,8 +53,7 @@ static void s_report(lc_client_t *self, int state)
 {
     self->state = state;
     lc_hdr_t h = {.type = LC_MSG_STATE, .seq = atomic_fetch_add(&self->seq, 1) + 1};
-    lcc_send(self->sock, &h, lc_state_name(state), NULL, NULL, 0,
-             lc_mono_ms() + self->timeout_ms);
+    lcc_send_main(self, &h, lc_state_name(state), NULL, 0, lc_mono_ms() + self->timeout_ms);
 }
 
 /* Queues a lifecycle command. The items delivered before it (at most the window) are

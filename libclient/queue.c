@@ -133,7 +133,7 @@ static int s_send_item(lc_client_t *self, int type, const char *address, json_t 
             return LC_ENOMEM;
         }
     }
-    rc = lcc_send(self->sock, &h, address, NULL, payload, plen, deadline);
+    rc = lcc_send_main(self, &h, address, payload, plen, deadline);
     if (confirm) {
         if (rc == 0)
             rc = lcc_main_wait(self, s_answered, p, deadline);
@@ -411,8 +411,8 @@ static void s_flush_done(lc_client_t *self, uint64_t started)
         return;
     lc_hdr_t h = {.type = LC_MSG_DONE, .seq = atomic_fetch_add(&self->seq, 1) + 1,
                   .parent = started};
-    lcc_send(self->sock, &h, NULL, NULL, payload, payload ? n * DONE_RECORD : 0,
-             lc_mono_ms() + self->timeout_ms);
+    lcc_send_main(self, &h, NULL, payload, payload ? n * DONE_RECORD : 0,
+                  lc_mono_ms() + self->timeout_ms);
 }
 
 static void s_start(lc_client_t *self, delivery_t *d)

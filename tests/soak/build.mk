@@ -6,7 +6,7 @@
 # The suite runs a short soak too (tests/test_soak.c, suite `soak`).
 SOAK_BIN := $(BUILD)/tests/lc-soak
 SOAK_ARGS ?=
-SOAK_LEAKS_ARGS ?= --calls 20000 --events 20000
+SOAK_LEAKS_ARGS ?= --calls 20000 --events 20000 --rate 0
 
 $(SOAK_BIN): $(BUILD)/obj/tests/soak/soak.o $(BUILD)/lib/liblc.a
 	@mkdir -p $(@D)

@@ -38,8 +38,10 @@
 /* Events an emitter may be ahead of its slowest subscriber: well below the broker's
  * default backlog of 10000 per module, so that a healthy bus never drops one. */
 #define EMIT_LAG 4000
-/* Calls and progress questions get long deadlines: under valgrind everything is slow,
- * and a timeout here would be a false failure. */
+/* Progress questions and registration get long deadlines: under valgrind everything is
+ * slow, and a timeout there would be a false failure. The calls of the load keep the bus's
+ * default (--call-timeout-ms): the caller's and the broker's deadline heaps hold an entry
+ * per call until its deadline, so their memory settles only after one timeout. */
 #define CALL_TIMEOUT_MS 60000
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -56,6 +58,8 @@
 static struct {
     long long calls, events;
     int modules, callers, subscribers, inflight, interval_ms, warmup_pct, stall_ms;
+    int call_timeout_ms;
+    long long rate; /* calls, and events, per second; 0: as fast as they go */
     double max_rss_growth; /* percent; < 0: not judged */
     int max_fd_growth;
     const char *dir, *bindir, *csv, *json;
@@ -73,6 +77,8 @@ static struct {
     .interval_ms = 1000,
     .warmup_pct = 20,
     .stall_ms = 60000,
+    .call_timeout_ms = LC_CALL_TIMEOUT_MS,
+    .rate = 20000,
     .max_rss_growth = 1.0,
     .max_fd_growth = 0,
 };
@@ -94,6 +100,23 @@ static int64_t s_now_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* How many sends the rate allows since *start: a steady load, so that the memory a rate
+ * needs (open calls, deadline heaps, queues) is the same after warm-up as at the end. A
+ * process held back (a busy machine) does not catch up later in a burst: it may be at most
+ * 50 ms of sends behind, and *start moves on for the rest. */
+static long long s_allowed(int64_t *start, long long sent)
+{
+    if (o.rate <= 0)
+        return LLONG_MAX;
+    long long allowed = (s_now_ms() - *start) * o.rate / 1000 + 1;
+    long long cap = sent + o.rate / 20 + 1;
+    if (allowed > cap) {
+        *start += (allowed - cap) * 1000 / o.rate;
+        allowed = cap;
+    }
+    return allowed;
 }
 
 /* Splits a comma-separated list into at most MAX_TARGETS names (in place). */
@@ -135,6 +158,7 @@ static struct {
     char *targets[MAX_TARGETS];
     int ntargets;
     long long sent, answered, ok, bad, failed;
+    int64_t start;
     char error[256];
 } k;
 
@@ -174,14 +198,24 @@ static void s_answered(lc_client_t *c, int rc, json_t *result, void *arg)
     s_call_next();
 }
 
+/* Keeps `inflight` calls open, as far as the rate allows. */
+static void s_refill(lc_client_t *c, int timer_id, void *arg)
+{
+    (void)c;
+    (void)timer_id;
+    (void)arg;
+    while (k.sent - k.answered < o.inflight && k.sent < o.count && k.sent < s_allowed(&k.start, k.sent))
+        s_call_next();
+}
+
 static void s_call_next(void)
 {
-    if (k.sent >= o.count)
+    if (k.sent >= o.count || k.sent >= s_allowed(&k.start, k.sent))
         return;
     long long n = k.sent++;
     char target[96];
     snprintf(target, sizeof target, "%s.echo", k.targets[n % k.ntargets]);
-    int rc = lc_call_async(k.c, target, s_call_args(n), CALL_TIMEOUT_MS, s_answered,
+    int rc = lc_call_async(k.c, target, s_call_args(n), o.call_timeout_ms, s_answered,
                            (void *)(intptr_t)n);
     if (rc < 0) /* not sent: no callback will come */
         s_answered(k.c, rc, NULL, (void *)(intptr_t)n);
@@ -207,8 +241,9 @@ static int s_run_caller(void)
     lc_method(k.c, "progress", s_caller_progress, NULL);
     int rc = s_role_connect(k.c);
     if (rc == 0) {
-        for (int i = 0; i < o.inflight; i++)
-            s_call_next();
+        k.start = s_now_ms();
+        s_refill(k.c, 0, NULL);
+        lc_timer_add(k.c, 1, true, s_refill, NULL);
         rc = lc_run(k.c);
     }
     lc_client_destroy(&k.c);
@@ -225,6 +260,7 @@ static struct {
     long long emitted, refused, low; /* low: the slowest subscriber's count, last asked */
     long long got[MAX_TARGETS];
     int asking;
+    int64_t start;
     char error[256];
 } e;
 
@@ -269,7 +305,7 @@ static void s_ask_subscribers(void)
     char target[96];
     for (int i = 0; i < e.nsubs; i++) {
         snprintf(target, sizeof target, "%s.progress", e.subs[i]);
-        if (lc_call_async(e.c, target, NULL, CALL_TIMEOUT_MS, s_sub_answered,
+        if (lc_call_async(e.c, target, NULL, o.call_timeout_ms, s_sub_answered,
                           (void *)(intptr_t)i) == 0)
             e.asking++;
     }
@@ -300,8 +336,11 @@ static int s_run_emitter(void)
         rc = fd;
     }
     /* Our own loop: emit between rounds of the client's work, as far as the lag allows. */
+    e.start = s_now_ms();
     while (rc == 0) {
-        for (int burst = 0; burst < 256 && e.emitted < o.count && e.emitted - e.low < EMIT_LAG;
+        long long allowed = s_allowed(&e.start, e.emitted);
+        for (int burst = 0; burst < 256 && e.emitted < o.count && e.emitted - e.low < EMIT_LAG &&
+                            e.emitted < allowed;
              burst++) {
             int r = lc_emit(e.c, EVENT, json_pack("{s:I}", "n", (json_int_t)e.emitted), 0);
             if (r < 0) {
@@ -313,7 +352,9 @@ static int s_run_emitter(void)
         if (!e.asking && e.emitted - e.low > EMIT_LAG / 4)
             s_ask_subscribers();
         bool more = e.emitted < o.count && e.emitted - e.low < EMIT_LAG;
-        int t = more ? 0 : lc_timeout(e.c);
+        int t = lc_timeout(e.c);
+        if (more) /* now, or in a millisecond when the rate holds it back */
+            t = e.emitted < s_allowed(&e.start, e.emitted) ? 0 : (t < 0 || t > 1) ? 1 : t;
         struct pollfd p = {.fd = fd, .events = POLLIN};
         poll(&p, 1, t);
         rc = lc_dispatch(e.c);
@@ -436,11 +477,15 @@ static proc_t *s_spawn(const char *name, int kind, const char *prog, ...)
 static proc_t *s_spawn_role(const char *role, const char *name, int kind, long long count,
                             const char *targets)
 {
-    char cnt[32], inflight[16];
+    char cnt[32], inflight[16], tmo[16], rate[32];
+    /* The callers share the rate of calls; the emitter has the rate of events. */
+    snprintf(rate, sizeof rate, "%lld", kind == P_CALLER ? o.rate / o.callers : o.rate);
     snprintf(cnt, sizeof cnt, "%lld", count);
     snprintf(inflight, sizeof inflight, "%d", o.inflight);
+    snprintf(tmo, sizeof tmo, "%d", o.call_timeout_ms);
     return s_spawn(name, kind, s_self, "--role", role, "--name", name, "--bus", s_bus, "--count",
-                   cnt, "--inflight", inflight, "--targets", targets, NULL);
+                   cnt, "--inflight", inflight, "--call-timeout-ms", tmo, "--rate", rate,
+                   "--targets", targets, NULL);
 }
 
 /* Reaps the processes that ended; returns how many are still running. */
@@ -771,7 +816,7 @@ static int s_run_driver(void)
     long long last_total = -1;
     int64_t last_move = s_now_ms();
     double next_print = 0;
-    int warm = -1, end = -1;
+    int warm = -1, half = -1, end = -1;
     while (!done) {
         long long calls = 0, events = 0;
         if (!s_ask(c, &calls, &events, &done))
@@ -779,6 +824,8 @@ static int s_run_driver(void)
         sample_t *s = s_sample((double)(s_now_ms() - start) / 1000.0, calls, events);
         if (warm < 0 && s->progress * 100.0 >= o.warmup_pct)
             warm = s_nsamples - 1;
+        if (half < 0 && s->progress >= 0.5)
+            half = s_nsamples - 1;
         if (!o.quiet && (s->progress >= next_print || done)) {
             s_print_row(s);
             next_print = s->progress + 0.05;
@@ -869,10 +916,15 @@ static int s_run_driver(void)
         warm = end > 0 ? end - 1 : 0;
     }
     const sample_t *w = &s_samples[warm], *z = &s_samples[end];
-    printf("\ngrowth from the sample at %.0f%% of the run (%.1f s) to the end (%.1f s):\n",
-           100.0 * w->progress, w->t, z->t);
-    printf("%-14s %8s %10s %10s %8s %10s %6s %6s %6s %6s  %s\n", "process", "pid", "RSS@warm",
-           "RSS end", "growth", "RSS max", "fds@w", "fds", "fdmax", "exit", "verdict");
+    printf("\ngrowth from the sample at %.0f%% of the run (%.1f s) to the end (%.1f s); "
+           "2nd half: from the sample at %.0f%% (%.1f s):\n",
+           100.0 * w->progress, w->t, z->t, 100.0 * s_samples[half < warm ? warm : half].progress,
+           s_samples[half < warm ? warm : half].t);
+    if (half < warm)
+        half = warm;
+    printf("%-14s %8s %10s %10s %8s %8s %10s %6s %6s %6s %6s  %s\n", "process", "pid",
+           "RSS@warm", "RSS end", "growth", "2nd half", "RSS max", "fds@w", "fds", "fdmax", "exit",
+           "verdict");
     bool leaks_any = false;
     for (int i = 0; i < s_nprocs; i++) {
         proc_t *p = &s_procs[i];
@@ -886,6 +938,11 @@ static int s_run_driver(void)
         }
         double growth = w->rss[i] > 0 ? 100.0 * (double)(z->rss[i] - w->rss[i]) / (double)w->rss[i]
                                       : 0.0;
+        /* For the reader: whether growth goes on, or happened early and stopped. */
+        const sample_t *hs = &s_samples[half];
+        double growth2 = hs->rss[i] > 0
+                             ? 100.0 * (double)(z->rss[i] - hs->rss[i]) / (double)hs->rss[i]
+                             : 0.0;
         int fd_growth = z->fds[i] - w->fds[i];
         bool leaks = s_leak_report(p);
         int code = WIFEXITED(p->status) ? WEXITSTATUS(p->status) : 128 + WTERMSIG(p->status);
@@ -903,16 +960,17 @@ static int s_run_driver(void)
                      code);
         leaks_any |= leaks;
         ok &= !verdict[0];
-        printf("%-14s %8d %7ld kB %7ld kB %+7.2f%% %7ld kB %6d %6d %6d %6d  %s\n", p->name,
-               (int)p->pid, w->rss[i], z->rss[i], growth, rmax, w->fds[i], z->fds[i], fmax, code,
-               verdict[0] ? verdict : "ok");
+        printf("%-14s %8d %7ld kB %7ld kB %+7.2f%% %+7.2f%% %7ld kB %6d %6d %6d %6d  %s\n",
+               p->name, (int)p->pid, w->rss[i], z->rss[i], growth, growth2, rmax, w->fds[i],
+               z->fds[i], fmax, code, verdict[0] ? verdict : "ok");
         if (verdict[0])
             printf("%14s see %s%s%s\n", "", p->log, p->vglog[0] ? " and " : "", p->vglog);
         json_array_append_new(
-            jprocs, json_pack("{s:s, s:i, s:I, s:I, s:I, s:f, s:i, s:i, s:i, s:i, s:b}", "name",
-                              p->name, "pid", (int)p->pid, "rss_warm_kb", (json_int_t)w->rss[i],
-                              "rss_end_kb", (json_int_t)z->rss[i], "rss_max_kb", (json_int_t)rmax,
-                              "rss_growth_pct", growth, "fds_warm", w->fds[i], "fds_end",
+            jprocs, json_pack("{s:s, s:i, s:I, s:I, s:I, s:f, s:f, s:i, s:i, s:i, s:i, s:b}",
+                              "name", p->name, "pid", (int)p->pid, "rss_warm_kb",
+                              (json_int_t)w->rss[i], "rss_end_kb", (json_int_t)z->rss[i],
+                              "rss_max_kb", (json_int_t)rmax, "rss_growth_pct", growth,
+                              "rss_growth_2nd_half_pct", growth2, "fds_warm", w->fds[i], "fds_end",
                               z->fds[i], "fds_max", fmax, "exit", code, "leaks", leaks));
     }
     if (!judge_rss)
@@ -970,6 +1028,9 @@ static void s_usage(FILE *out)
             "  --callers N          processes making the calls (default 2)\n"
             "  --subscribers N      processes subscribed to the events (default 2)\n"
             "  --inflight N         calls each caller keeps open at once (default 32)\n"
+            "  --rate N             calls per second, and events per second, at most: a steady\n"
+            "                       load (default 20000; 0: as fast as they go)\n"
+            "  --call-timeout-ms MS deadline of each call (default 5000, the bus's default)\n"
             "  --interval-ms MS     sampling interval (default 1000)\n"
             "  --warmup PCT         compare from the first sample at PCT%% of the work\n"
             "                       (default 20)\n"
@@ -1009,7 +1070,7 @@ int main(int argc, char **argv)
     enum {
         O_CALLS = 256, O_EVENTS, O_MODULES, O_CALLERS, O_SUBS, O_INFLIGHT, O_INTERVAL, O_WARMUP,
         O_RSS, O_FD, O_STALL, O_VALGRIND, O_BIN, O_DIR, O_KEEP, O_CSV, O_JSON, O_ROLE, O_NAME,
-        O_BUS, O_COUNT, O_TARGETS
+        O_BUS, O_COUNT, O_TARGETS, O_CALL_TIMEOUT, O_RATE
     };
     static const struct option longopts[] = {
         {"calls", required_argument, NULL, O_CALLS},
@@ -1018,6 +1079,8 @@ int main(int argc, char **argv)
         {"callers", required_argument, NULL, O_CALLERS},
         {"subscribers", required_argument, NULL, O_SUBS},
         {"inflight", required_argument, NULL, O_INFLIGHT},
+        {"call-timeout-ms", required_argument, NULL, O_CALL_TIMEOUT},
+        {"rate", required_argument, NULL, O_RATE},
         {"interval-ms", required_argument, NULL, O_INTERVAL},
         {"warmup", required_argument, NULL, O_WARMUP},
         {"max-rss-growth", required_argument, NULL, O_RSS},
@@ -1048,6 +1111,8 @@ int main(int argc, char **argv)
         case O_CALLERS: o.callers = (int)s_num("--callers", optarg, 1); break;
         case O_SUBS: o.subscribers = (int)s_num("--subscribers", optarg, 1); break;
         case O_INFLIGHT: o.inflight = (int)s_num("--inflight", optarg, 1); break;
+        case O_CALL_TIMEOUT: o.call_timeout_ms = (int)s_num("--call-timeout-ms", optarg, 1); break;
+        case O_RATE: o.rate = s_num("--rate", optarg, 0); break;
         case O_INTERVAL: o.interval_ms = (int)s_num("--interval-ms", optarg, 10); break;
         case O_WARMUP: o.warmup_pct = (int)s_num("--warmup", optarg, 0); break;
         case O_RSS: o.max_rss_growth = atof(optarg); break;
