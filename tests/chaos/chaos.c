@@ -636,6 +636,38 @@ static int s_classify(const call_t *c)
     return C_SURVIVORS;
 }
 
+/* The goals missed, by name, for the last line. */
+static char s_missed[256];
+
+static void s_goal(bool met, const char *name)
+{
+    if (!met)
+        snprintf(s_missed + strlen(s_missed), sizeof s_missed - strlen(s_missed), " %s", name);
+}
+
+/* Item i ran twice in module m, first in process pid at time t. The crash presumption's
+ * race: the DONE that reported another item finished and announced this one's start died
+ * with the process, so the broker presumed the other (of higher priority or lower id)
+ * started, reported it lost, and put this one back. True when such an item exists: reported
+ * lost by m, and run by the same process before. */
+static bool s_presumed_instead(size_t i, int m, pid_t pid, int64_t t)
+{
+    for (size_t y = 0; y < s_nitems; y++) {
+        if (y == i)
+            continue;
+        bool lost = false;
+        for (int j = 0; j < s_lost[y].n && !lost; j++)
+            lost = s_lost[y].v[j].module == m;
+        if (!lost)
+            continue;
+        for (int j = 0; j < s_delivered[y].n; j++)
+            if (s_delivered[y].v[j].module == m && s_delivered[y].v[j].pid == pid &&
+                s_delivered[y].v[j].t <= t)
+                return true;
+    }
+    return false;
+}
+
 /* An item with copies neither delivered nor reported lost, and when it was sent relative
  * to the next broker kill. */
 static void s_print_missing(size_t n, const item_t *it, int missing, bool with_broker)
@@ -839,7 +871,6 @@ int main(int argc, char **argv)
     }
     s_read_lines(spy_out, s_on_spy);
 
-    bool missed = false;
     int final_epoch = atomic_load(&s_epoch);
     int nmod = 0, nbroker = 0;
     int64_t *back = calloc(s_nkills + 1, sizeof *back), *bback = calloc(s_nkills + 1, sizeof *bback);
@@ -869,7 +900,7 @@ int main(int argc, char **argv)
                "p50 %.1f ms, max %.1f ms (%d)\n",
                s_pct(bback, nbback, 0.5), s_pct(bback, nbback, 1.0), nbback);
     printf("  never back: %d (goal 0)\n", not_back);
-    missed |= not_back > 0;
+    s_goal(not_back == 0, "back");
 
     if (S.verbose)
         for (int i = 0; i < s_nkills; i++)
@@ -907,7 +938,9 @@ int main(int argc, char **argv)
     printf("  calls to a killed module not answered gone (or refused before it was reached, or "
            "answered before the kill): %ld (goal 0)\n", killed_bad);
     printf("  calls that hit their deadline: %ld (goal 0)\n", deadline);
-    missed |= survivor_failed > 0 || killed_bad > 0 || deadline > 0;
+    s_goal(survivor_failed == 0, "survivors");
+    s_goal(killed_bad == 0, "gone");
+    s_goal(deadline == 0, "deadline");
     if (survivor_failed)
         for (size_t i = 0; i < s_ncalls; i++)
             if (s_classify(&s_calls[i]) == C_SURVIVORS && s_outcome(&s_calls[i]) != O_OK)
@@ -919,7 +952,8 @@ int main(int argc, char **argv)
     /* Items: each copy delivered (journalled by its module), reported lost (the monitor),
      * or gone with a killed broker's queue. */
     struct {
-        long sent, copies, delivered, after_kill, lost, both, dup, with_broker, unaccounted,
+        long sent, copies, delivered, after_kill, lost, both, dup, dup_presumed, with_broker,
+            unaccounted,
             refused, unconfirmed, unconfirmed_seen;
     } a[K_N] = {{0}};
     for (size_t i = 0; i < s_nitems; i++) {
@@ -945,12 +979,21 @@ int main(int argc, char **argv)
         a[k].copies += expect;
         int seen = 0;
         bool mark[MAX_MODULES] = {false};
+        int first[MAX_MODULES];
         for (int j = 0; j < d->n; j++) {
             if (mark[d->v[j].module]) {
-                a[k].dup++;
+                const seen_t *f = &d->v[first[d->v[j].module]];
+                if (s_presumed_instead(i, f->module, f->pid, f->t)) {
+                    a[k].dup_presumed++;
+                } else {
+                    a[k].dup++;
+                    printf("    ran twice: %s n=%zu in e%d, pids %d and %d\n", s_kind_names[k],
+                           i + 1, f->module + 1, (int)f->pid, (int)d->v[j].pid);
+                }
                 continue;
             }
             mark[d->v[j].module] = true;
+            first[d->v[j].module] = j;
             seen++;
             a[k].delivered++;
             if (s_killed_within(d->v[j].module, it->t_send, d->v[j].t))
@@ -979,7 +1022,7 @@ int main(int argc, char **argv)
     }
     printf("\ntasks and events (each copy: delivered = its module journalled it, lost = the "
            "broker's monitor reported it lost):\n");
-    long unacc = 0, dups = 0, wb = 0;
+    long unacc = 0, dups = 0, dups_presumed = 0, wb = 0;
     for (int k = 0; k < K_N; k++) {
         printf("  %s: %ld sent, %ld refused, %ld not confirmed (%ld of them seen anyway)\n",
                s_kind_names[k], a[k].sent, a[k].refused, a[k].unconfirmed, a[k].unconfirmed_seen);
@@ -989,13 +1032,18 @@ int main(int argc, char **argv)
                a[k].copies, a[k].delivered, a[k].after_kill, a[k].lost, a[k].with_broker,
                a[k].unaccounted);
         printf("    delivered and also reported lost (it ran when its module was killed): %ld; "
-               "delivered twice: %ld\n",
-               a[k].both, a[k].dup);
+               "delivered twice: %ld, and %ld more by the crash presumption's race\n",
+               a[k].both, a[k].dup, a[k].dup_presumed);
         unacc += a[k].unaccounted;
         dups += a[k].dup;
+        dups_presumed += a[k].dup_presumed;
         wb += a[k].with_broker;
     }
     printf("  unaccounted copies: %ld (goal 0); delivered twice: %ld (goal 0)\n", unacc, dups);
+    printf("  delivered twice because the crash presumption reported an item that had already "
+           "run and put back the one running: %ld (goal 0; a known race, "
+           "docs/reliability.md)\n",
+           dups_presumed);
     long queued_at_kills = 0, inflight_at_kills = 0;
     for (int i = 0; i < s_nkills; i++)
         if (s_kills[i].module < 0) {
@@ -1011,10 +1059,17 @@ int main(int argc, char **argv)
            "missed: %ld (goal 0); the last broker's own count of lost: %lld\n",
            s_foreign_lost, s_spy_dropped, (long long)final_lost);
     printf("  journal lines: %ld\n", s_journal_lines);
-    missed |= unacc > 0 || dups > 0 || s_spy_dropped > 0;
+    s_goal(unacc == 0, "unaccounted");
+    s_goal(dups == 0, "twice");
+    s_goal(dups_presumed == 0, "presumption");
+    s_goal(s_spy_dropped == 0, "spy");
     bool clean_stop = WIFEXITED(lst) && WEXITSTATUS(lst) == 0;
     printf("\nlc-launch stopped the system %s\n", clean_stop ? "cleanly" : "with errors");
-    printf("%s\n", missed ? "lc-chaos: GOAL MISSED" : "lc-chaos: all goals met");
+    if (s_missed[0])
+        printf("lc-chaos: GOAL MISSED:%s\n", s_missed);
+    else
+        printf("lc-chaos: all goals met\n");
+    bool missed = s_missed[0] != 0;
 
     for (size_t i = 0; i < s_nitems; i++) {
         free(s_delivered[i].v);
