@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #define MAX_ENDPOINTS 16
 
@@ -82,6 +83,19 @@ static long s_number(const char *opt, const char *value, long min, long max)
         exit(2);
     }
     return v;
+}
+
+/* Each module on ipc costs the broker two descriptors (its connection and the pidfd of its
+ * process), and libzmq aborts the whole process when accepting a connection fails for lack
+ * of descriptors: so the broker takes all the hard limit allows rather than the usual soft
+ * limit of 1024, which a few hundred connections would exhaust. It uses no select(). */
+static void s_raise_fd_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
 }
 
 int main(int argc, char **argv)
@@ -234,6 +248,7 @@ int main(int argc, char **argv)
     sigprocmask(SIG_BLOCK, &mask, NULL);
     signal(SIGPIPE, SIG_IGN);
 
+    s_raise_fd_limit();
     char err[1024];
     broker_t *broker = broker_new(&cfg, err, sizeof err);
     if (!broker) {

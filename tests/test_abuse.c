@@ -942,3 +942,49 @@ Test(abuse, closed_without_bye_is_forgotten, .disabled = true)
     s_wait_fds_at_most(b->pid, fds0, 10000, "after the connections closed without BYE");
     lc_client_destroy(&c);
 }
+
+/* A broker started with the usual soft limit of descriptors (here lowered to 64) takes
+ * what the hard limit allows: before it did, libzmq aborted the broker ("Too many open
+ * files (src/ipc_listener.cpp:325)") as soon as connections exhausted the soft limit, a
+ * crash any peer allowed on the socket could cause by opening connections. */
+Test(abuse, a_low_soft_fd_limit_does_not_crash_the_broker)
+{
+    enum { N = 300 };
+    struct rlimit rl, low;
+    cr_assert_eq(getrlimit(RLIMIT_NOFILE, &rl), 0);
+    cr_assert_geq(rl.rlim_max, 4 * N + 200, "the hard limit of descriptors (%lu) is too low",
+                  (unsigned long)rl.rlim_max);
+    low = rl;
+    low.rlim_cur = 64;
+    cr_assert_eq(setrlimit(RLIMIT_NOFILE, &low), 0, "setrlimit: %m");
+    proc_t *b = h_broker(NULL); /* inherits the low soft limit */
+    rl.rlim_cur = rl.rlim_max;
+    cr_assert_eq(setrlimit(RLIMIT_NOFILE, &rl), 0, "setrlimit: %m");
+    h_echo_with("ok", NULL);
+    lc_client_t *c = h_client();
+    int fds0 = s_fd_count(b->pid);
+
+    raw_t *peers[N];
+    uint32_t seqs[N];
+    for (int i = 0; i < N; i++) {
+        peers[i] = s_raw_open();
+        rmsg_t m;
+        uint32_t seq = s_raw_hello(peers[i], "", "");
+        s_raw_expect(peers[i], LC_MSG_WELCOME, seq, &m, "HELLO");
+        seqs[i] = s_raw_send(peers[i], LC_MSG_CALL, 0, "ok.echo", "{\"n\":1}", 7);
+    }
+    for (int i = 0; i < N; i++) {
+        rmsg_t m;
+        s_raw_expect(peers[i], LC_MSG_REPLY, seqs[i], &m, "ok.echo");
+    }
+    cr_assert_gt(s_fd_count(b->pid), 2 * N, "the broker holds %d descriptors", s_fd_count(b->pid));
+    for (int i = 0; i < N; i++) {
+        s_raw_send(peers[i], LC_MSG_BYE, 0, "", "", 0);
+        s_raw_close(&peers[i]);
+    }
+    s_context_end();
+    s_wait_fds_at_most(b->pid, fds0, 30000, "after the connections closed");
+    s_call_ok(c, "ok.echo", NULL, NULL);
+    lc_client_destroy(&c);
+    s_broker_exits_cleanly(b);
+}
