@@ -720,6 +720,43 @@ Test(abuse, names_at_and_beyond_the_limits)
     s_raw_expect_error(r, seq, LC_STATUS_BAD_NAME, "EVENT with a dot");
     s_raw_send(r, LC_MSG_BYE, 0, "", "", 0);
     s_raw_close(&r);
+
+    /* Method names and subscriptions in a HELLO: 65 bytes are refused, 64 work. */
+    char *m64 = s_repeat('m', 64), *m65 = s_repeat('m', 65);
+    char extra[512];
+    raw_t *mod = s_raw_open();
+    snprintf(extra, sizeof extra, "\"lifecycle\":false,\"methods\":[{\"name\":\"%s\"}]", m65);
+    seq = s_raw_hello(mod, "meth", extra);
+    s_raw_expect_error(mod, seq, LC_STATUS_BAD_NAME, "HELLO with a method of 65 bytes");
+    snprintf(extra, sizeof extra, "\"lifecycle\":false,\"events\":[\"%s\"]", e65);
+    seq = s_raw_hello(mod, "meth", extra);
+    s_raw_expect_error(mod, seq, LC_STATUS_BAD_NAME, "HELLO with a subscription of 65 bytes");
+    snprintf(extra, sizeof extra, "\"lifecycle\":false,\"methods\":[{\"name\":\"%s\"}]", m64);
+    seq = s_raw_hello(mod, "meth", extra);
+    s_raw_expect(mod, LC_MSG_WELCOME, seq, &m, "HELLO with a method of 64 bytes");
+    outcome_t o = {0};
+    snprintf(target, sizeof target, "meth.%s", m64);
+    cr_assert_eq(lc_call_async(c, target, NULL, 5000, s_outcome, &o), 0);
+    cr_assert(s_raw_recv(mod, &m, 5000), "the call of a 64-byte method did not arrive");
+    cr_assert_eq(m.h.type, LC_MSG_CALL);
+    cr_assert_str_eq(m.address, target); /* a CALL keeps its address */
+    uint8_t hb[LC_HDR_SIZE];
+    lc_hdr_t rh = {.type = LC_MSG_REPLY,
+                   .seq = ++mod->seq,
+                   .parent = m.h.id,
+                   .tx = m.h.tx,
+                   .priority = m.h.priority};
+    lc_hdr_encode(&rh, hb);
+    const void *data[4] = {hb, "", "", "7"};
+    size_t sizes[4] = {sizeof hb, 0, 0, 1};
+    for (int i = 0; i < 4; i++)
+        cr_assert_eq(zmq_send(mod->sock, data[i], sizes[i], i < 3 ? ZMQ_SNDMORE : 0),
+                     (int)sizes[i]);
+    h_dispatch_until(c, &o.calls, 1, 5000, "the answer of a 64-byte method");
+    cr_assert_eq(o.rc, 0, "%s", lc_strerror(o.rc));
+    s_raw_send(mod, LC_MSG_BYE, 0, "", "", 0);
+    s_raw_close(&mod);
+    free(m64);
     s_context_end();
 
     /* Through liblc: 64 bytes work for calls, tasks and events... */
@@ -747,7 +784,6 @@ Test(abuse, names_at_and_beyond_the_limits)
     rc = lc_call(c, target, NULL, &res, 5000);
     cr_assert_eq(rc, LC_EINVAL, "call to 65 bytes: %s", lc_strerror(rc));
     json_decref(res);
-    char *m65 = s_repeat('m', 65);
     snprintf(target, sizeof target, "%s.%s", n64, m65);
     rc = lc_call(c, target, NULL, &res, 5000);
     cr_assert_eq(rc, LC_EINVAL, "method of 65 bytes: %s", lc_strerror(rc));
