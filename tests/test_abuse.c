@@ -1,6 +1,8 @@
-/* Abusive and unlucky peers against a real broker: a module that stops reading, an event
- * flood, silent and garbage connections, a thousand connections at once, names at and
- * beyond the limits, payloads that are not JSON, and a broker restart under all of it.
+/* Abusive and unlucky peers against a real broker: a module that stops reading (and one
+ * whose socket is full), event floods, silent and garbage connections, a thousand
+ * connections at once, a handler that runs forever, names at and beyond the limits,
+ * payloads that are not JSON, a broker restart under all of it, a broker short of
+ * descriptors, and a connection closed without BYE (a known defect, disabled).
  * docs/reliability-abuse.md says what each test proves. */
 #include "harness.h"
 #include "wire.h"
