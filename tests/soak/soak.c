@@ -83,6 +83,9 @@ static struct {
     .max_fd_growth = 0,
 };
 
+static void s_kill_all(void);
+
+/* A usage or start-up error: says so, ends what the driver started, exits 2. */
 static void s_die(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
 static void s_die(const char *fmt, ...)
 {
@@ -92,6 +95,7 @@ static void s_die(const char *fmt, ...)
     vfprintf(stderr, fmt, ap);
     fprintf(stderr, "\n");
     va_end(ap);
+    s_kill_all();
     exit(2);
 }
 
@@ -427,6 +431,16 @@ static char s_dir[200];
 static char s_bus[220];
 static char s_self[PATH_MAX];
 
+static void s_kill_all(void)
+{
+    for (int i = 0; i < s_nprocs; i++)
+        if (!s_procs[i].exited) {
+            kill(s_procs[i].pid, SIGKILL);
+            waitpid(s_procs[i].pid, &s_procs[i].status, 0);
+            s_procs[i].exited = true;
+        }
+}
+
 static proc_t *s_spawn(const char *name, int kind, const char *prog, ...)
 {
     if (s_nprocs == MAX_PROCS)
@@ -700,6 +714,30 @@ static bool s_leak_report(const proc_t *p)
     return found;
 }
 
+/* The median RSS of process i over samples from..to (at most 5): a process's memory goes
+ * up and down with what it holds at the moment (the broker's queue, a burst in libzmq's
+ * pipes), and one sample caught at a peak or a trough is not its size. */
+#define RSS_WINDOW 5
+static long s_rss_median(int i, int from, int to)
+{
+    long v[RSS_WINDOW];
+    int n = 0;
+    for (int j = from; j <= to && n < RSS_WINDOW; j++)
+        v[n++] = s_samples[j].rss[i];
+    for (int a = 1; a < n; a++)
+        for (int b = a; b > 0 && v[b - 1] > v[b]; b--) {
+            long t = v[b];
+            v[b] = v[b - 1];
+            v[b - 1] = t;
+        }
+    return n ? v[n / 2] : -1;
+}
+
+static double s_pct(long from, long to)
+{
+    return from > 0 ? 100.0 * (double)(to - from) / (double)from : 0.0;
+}
+
 static int s_rm(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
 {
     (void)sb;
@@ -916,14 +954,16 @@ static int s_run_driver(void)
         warm = end > 0 ? end - 1 : 0;
     }
     const sample_t *w = &s_samples[warm], *z = &s_samples[end];
-    printf("\ngrowth from the sample at %.0f%% of the run (%.1f s) to the end (%.1f s); "
-           "2nd half: from the sample at %.0f%% (%.1f s):\n",
-           100.0 * w->progress, w->t, z->t, 100.0 * s_samples[half < warm ? warm : half].progress,
+    printf("\nRSS: the median of %d samples from the one at %.0f%% of the run (%.1f s) against "
+           "that of the last %d (to %.1f s); 2nd half: from the sample at %.0f%% (%.1f s); "
+           "fds: at warm-up and at the end:\n",
+           RSS_WINDOW, 100.0 * w->progress, w->t, RSS_WINDOW, z->t,
+           100.0 * s_samples[half < warm ? warm : half].progress,
            s_samples[half < warm ? warm : half].t);
     if (half < warm)
         half = warm;
     printf("%-14s %8s %10s %10s %8s %8s %10s %6s %6s %6s %6s  %s\n", "process", "pid",
-           "RSS@warm", "RSS end", "growth", "2nd half", "RSS max", "fds@w", "fds", "fdmax", "exit",
+           "RSS warm", "RSS end", "growth", "2nd half", "RSS max", "fds@w", "fds", "fdmax", "exit",
            "verdict");
     bool leaks_any = false;
     for (int i = 0; i < s_nprocs; i++) {
@@ -936,13 +976,12 @@ static int s_run_driver(void)
             if (s_samples[j].fds[i] > fmax)
                 fmax = s_samples[j].fds[i];
         }
-        double growth = w->rss[i] > 0 ? 100.0 * (double)(z->rss[i] - w->rss[i]) / (double)w->rss[i]
-                                      : 0.0;
-        /* For the reader: whether growth goes on, or happened early and stopped. */
-        const sample_t *hs = &s_samples[half];
-        double growth2 = hs->rss[i] > 0
-                             ? 100.0 * (double)(z->rss[i] - hs->rss[i]) / (double)hs->rss[i]
-                             : 0.0;
+        /* The first samples from warm-up on against the last ones; and, for the reader,
+         * from half-way on: whether growth goes on, or happened early and stopped. */
+        int last = end - RSS_WINDOW + 1 > warm ? end - RSS_WINDOW + 1 : warm;
+        long rss_warm = s_rss_median(i, warm, end), rss_end = s_rss_median(i, last, end);
+        double growth = s_pct(rss_warm, rss_end);
+        double growth2 = s_pct(s_rss_median(i, half, end), rss_end);
         int fd_growth = z->fds[i] - w->fds[i];
         bool leaks = s_leak_report(p);
         int code = WIFEXITED(p->status) ? WEXITSTATUS(p->status) : 128 + WTERMSIG(p->status);
@@ -961,14 +1000,14 @@ static int s_run_driver(void)
         leaks_any |= leaks;
         ok &= !verdict[0];
         printf("%-14s %8d %7ld kB %7ld kB %+7.2f%% %+7.2f%% %7ld kB %6d %6d %6d %6d  %s\n",
-               p->name, (int)p->pid, w->rss[i], z->rss[i], growth, growth2, rmax, w->fds[i],
+               p->name, (int)p->pid, rss_warm, rss_end, growth, growth2, rmax, w->fds[i],
                z->fds[i], fmax, code, verdict[0] ? verdict : "ok");
         if (verdict[0])
             printf("%14s see %s%s%s\n", "", p->log, p->vglog[0] ? " and " : "", p->vglog);
         json_array_append_new(
             jprocs, json_pack("{s:s, s:i, s:I, s:I, s:I, s:f, s:f, s:i, s:i, s:i, s:i, s:b}",
                               "name", p->name, "pid", (int)p->pid, "rss_warm_kb",
-                              (json_int_t)w->rss[i], "rss_end_kb", (json_int_t)z->rss[i],
+                              (json_int_t)rss_warm, "rss_end_kb", (json_int_t)rss_end,
                               "rss_max_kb", (json_int_t)rmax, "rss_growth_pct", growth,
                               "rss_growth_2nd_half_pct", growth2, "fds_warm", w->fds[i], "fds_end",
                               z->fds[i], "fds_max", fmax, "exit", code, "leaks", leaks));
