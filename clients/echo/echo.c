@@ -279,15 +279,16 @@ static void s_usage(FILE *out)
                  "its result\n"
                  "\n"
                  "  --name NAME       module name (default: $LC_MODULE, else echo)\n"
-            "  -j, --journal FILE  append a JSON line for every task and event, before its\n"
-            "                    handler runs\n"
-            "  -b, --busy MS     every task and event holds the loop MS ms before its handler\n"
+
             "  --config FILE     system file (default: $LC_CONFIG)\n"
             "  --log-level L     critical, error, warning, info or debug (default: info)\n"
             "  -l, --listen PAT  record events matching PAT (a name or a prefix ending in '*');\n"
             "                    may be repeated\n"
             "  -c, --concurrency N  task and event handlers at once (default 1)\n"
             "  -w, --window N    items the broker may deliver ahead (default 64)\n"
+            "  -j, --journal FILE  append a JSON line for every task and event, before its\n"
+            "                    handler runs\n"
+            "  -b, --busy MS     every task and event first holds the loop MS ms (default 0)\n"
                  "  --bus EP          bus endpoint (default: $LC_BUS or the per-user socket)\n"
                  "  -h, --help        show this help and exit\n"
                  "  -V, --version     show the version and exit\n"
@@ -409,10 +410,14 @@ int main(int argc, char **argv)
         lc_client_destroy(&client);
         json_decref(s_log);
         json_decref(s_held);
+        if (s_journal >= 0)
+            close(s_journal);
         return 1;
     }
     lc_client_destroy(&client);
     json_decref(s_log);
     json_decref(s_held);
+    if (s_journal >= 0)
+        close(s_journal);
     return 0;
 }
