@@ -141,6 +141,12 @@ static void s_enqueue(broker_t *self, module_t *m, bq_item_t *it)
     if (it->work) {
         self->work++;
         self->busy = true;
+        /* Counted against its sender until it is done or discarded (--max-sent). */
+        module_t *src = broker_module_find(self, it->source, strlen(it->source));
+        if (src) {
+            src->sent_queued++;
+            it->counted = true;
+        }
     }
 }
 
@@ -149,7 +155,20 @@ static void s_item_retire(broker_t *self, bq_item_t *it)
 {
     if (it->work)
         self->work--;
+    if (it->counted) {
+        /* The sender may have gone and come back as a new module since: never below 0. */
+        module_t *src = broker_module_find(self, it->source, strlen(it->source));
+        if (src && src->sent_queued > 0)
+            src->sent_queued--;
+    }
     bq_item_free(&self->pool, it);
+}
+
+/* One module's sends may hold at most max_sent items of the queue (half of it by default),
+ * so that a module flooding the bus is refused before it fills the queue for everyone. */
+static size_t s_max_sent(const broker_t *self)
+{
+    return self->cfg.max_sent ? self->cfg.max_sent : (self->cfg.max_queue + 1) / 2;
 }
 
 /* The record of a queued item for lc-spy, as it would be delivered. */
@@ -300,6 +319,14 @@ void broker_on_task(broker_t *self, zmq_msg_t *f, conn_t *c, const lc_hdr_t *h)
         s_refuse(self, c, h, addr, LC_STATUS_NOT_ACTIVE,
                  "module '%s' is %s: it may send tasks only from a handler", c->module->name,
                  broker_state_name(c->module->state));
+        return;
+    }
+    if (c->module->sent_queued >= s_max_sent(self)) {
+        c->module->count.sends_refused++;
+        s_refuse(self, c, h, addr, LC_STATUS_QUEUE_FULL,
+                 "module '%s' has %zu tasks and events of its own queued or in flight, its "
+                 "limit (--max-sent)",
+                 c->module->name, c->module->sent_queued);
         return;
     }
     if (self->queued >= self->cfg.max_queue) {
@@ -459,6 +486,14 @@ void broker_on_event(broker_t *self, zmq_msg_t *f, conn_t *c, const lc_hdr_t *h)
         s_refuse(self, c, h, name, LC_STATUS_NOT_ACTIVE,
                  "module '%s' is %s: it may send events only from a handler", c->module->name,
                  broker_state_name(c->module->state));
+        return;
+    }
+    if (c->module->sent_queued >= s_max_sent(self)) {
+        c->module->count.sends_refused++;
+        s_refuse(self, c, h, name, LC_STATUS_QUEUE_FULL,
+                 "module '%s' has %zu tasks and events of its own queued or in flight, its "
+                 "limit (--max-sent)",
+                 c->module->name, c->module->sent_queued);
         return;
     }
     if (self->queued >= self->cfg.max_queue) {

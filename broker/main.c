@@ -29,6 +29,9 @@ static void s_usage(FILE *out)
         "      --max-queue N        tasks and events queued for all modules together\n"
         "                           (default 100000)\n"
         "      --max-backlog N      tasks and events queued for one module (default 10000)\n"
+        "      --max-sent N         tasks and event copies one module's sends may have\n"
+        "                           queued or in flight; beyond, its sends are refused\n"
+        "                           (default: half of --max-queue)\n"
         "      --window N           items delivered to a module ahead of their completion\n"
         "                           (default 64; a module may ask for another)\n"
         "      --grace MS           how long the backlog of a module that went away waits\n"
@@ -107,6 +110,7 @@ int main(int argc, char **argv)
         {"call-timeout", required_argument, NULL, 'T'},
         {"max-queue", required_argument, NULL, 'Q'},
         {"max-backlog", required_argument, NULL, 'B'},
+        {"max-sent", required_argument, NULL, 'N'},
         {"window", required_argument, NULL, 'W'},
         {"grace", required_argument, NULL, 'G'},
         {"start-timeout", required_argument, NULL, 'S'},
@@ -166,6 +170,9 @@ int main(int argc, char **argv)
             break;
         case 'B':
             cfg.max_backlog = (size_t)s_number("--max-backlog", optarg, 1, 100000000);
+            break;
+        case 'N':
+            cfg.max_sent = (size_t)s_number("--max-sent", optarg, 1, 100000000);
             break;
         case 'W':
             cfg.window = (int)s_number("--window", optarg, 1, 100000);

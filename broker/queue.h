@@ -46,6 +46,7 @@ typedef struct bq_item {
     uint8_t priority;   /* 1 (highest) .. 5 */
     bool work;          /* false for the broker's own events: they never make the bus busy */
     bool started;       /* the module said it began handling it */
+    bool counted;       /* counts against its sender's sent_queued (--max-sent) */
 } bq_item_t;
 
 typedef struct {

@@ -654,6 +654,8 @@ json_t *broker_module_info(const module_t *m)
     json_object_set_new(o, "dropped", json_integer((json_int_t)m->count.dropped));
     json_object_set_new(o, "lost", json_integer((json_int_t)m->count.lost));
     json_object_set_new(o, "redelivered", json_integer((json_int_t)m->count.redelivered));
+    json_object_set_new(o, "sent_queued", json_integer((json_int_t)m->sent_queued));
+    json_object_set_new(o, "sends_refused", json_integer((json_int_t)m->count.sends_refused));
     return o;
 }
 

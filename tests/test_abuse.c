@@ -451,16 +451,16 @@ Test(abuse, an_event_flood_is_bounded_and_others_unaffected)
     s_broker_exits_cleanly(b);
 }
 
-/* The total queue is the one bound that refuses a flooder's own sends, and it is shared:
- * while a flood holds it full, everyone's tasks and events are refused (status 13), counted
- * in `queue_full` but against nobody in particular; calls are not affected. This states the
- * limit as it is (docs/reliability-abuse.md). */
-Test(abuse, a_flood_that_fills_the_total_queue_refuses_everyone)
+/* A flooder meets its own bound (--max-sent: the tasks and event copies its sends may have
+ * queued or in flight) before the shared total queue fills: its sends are refused (status
+ * 13), counted against it (`sends_refused` in broker.list) and in `queue_full`; everyone
+ * else's tasks, events and calls go on. When its items drain it may send again. */
+Test(abuse, a_flooder_is_refused_at_its_own_limit_and_others_are_not)
 {
-    enum { FLOOD = 200, QUEUE = 30 };
-    proc_t *b = h_broker("--max-queue", "30", NULL);
+    enum { FLOOD = 200, SENT = 10 };
+    proc_t *b = h_broker("--max-queue", "30", "--max-sent", "10", NULL);
     h_echo_with("slow", "--listen", "flood", "--window", "1", NULL);
-    h_echo_with("ok", NULL);
+    h_echo_with("ok", "--listen", "ok_ping", NULL);
     lc_client_t *c = h_client();
     h_enqueue_ok(c, "slow.hold", NULL, 0);
     h_wait_module_int(c, "slow", "in_flight", 1, 5000);
@@ -474,24 +474,59 @@ Test(abuse, a_flood_that_fills_the_total_queue_refuses_everyone)
     lc_on_notice(flooder, s_flood_notice, &notes);
     for (int i = 0; i < FLOOD; i++)
         cr_assert_eq(lc_emit(flooder, "flood", json_pack("{s:i}", "i", i), 0), 0);
-    h_dispatch_until(flooder, &notes.count, FLOOD - QUEUE, 30000, "the flood's refusals");
-    cr_assert_eq(h_stat(c, "queue_full"), full0 + FLOOD - QUEUE);
-    cr_assert_eq(h_module_int(c, "slow", "backlog"), QUEUE);
+    h_dispatch_until(flooder, &notes.count, FLOOD - SENT, 30000, "the flood's refusals");
+    cr_assert_eq(h_stat(c, "queue_full"), full0 + FLOOD - SENT);
+    cr_assert_eq(h_module_int(c, "flooder", "sends_refused"), FLOOD - SENT);
+    cr_assert_eq(h_module_int(c, "flooder", "sent_queued"), SENT);
+    cr_assert_eq(h_module_int(c, "slow", "backlog"), SENT);
 
-    json_t *info = NULL;
-    int rc = lc_enqueue_wait(c, "ok.record", NULL, 0, 5000, &info);
-    cr_assert_eq(rc, LC_EQUEUEFULL, "another module's task: %s", lc_strerror(rc));
-    cr_assert(strstr(h_str(info, "message"), "queue"), "%s", h_dump(info));
-    json_decref(info);
+    /* The others: calls, tasks and events, all served while the flooder is held. */
+    s_others_served(c, "ok", "ok_ping", 5);
     json_t *res = NULL;
     s_call_ok(c, "ok.echo", json_pack("{s:i}", "k", 1), &res);
     cr_assert_eq(h_int(res, "k"), 1);
     json_decref(res);
+    cr_assert_eq(h_module_int(c, "ok", "sends_refused"), 0);
 
-    /* Drained, the queue takes everyone's work again. */
+    /* Drained, the flooder may send again. */
     s_call_ok(c, "slow.release", NULL, NULL);
-    h_wait_module_int(c, "slow", "done", 1 + QUEUE, 10000);
-    h_enqueue_ok(c, "ok.record", NULL, 0);
+    h_wait_module_int(c, "slow", "done", 1 + SENT, 10000);
+    h_wait_module_int(c, "flooder", "sent_queued", 0, 5000);
+    json_t *info = NULL;
+    int rc = lc_emit_wait(flooder, "flood", json_pack("{s:i}", "i", FLOOD), 0, 5000, &info);
+    cr_assert_eq(rc, 0, "after the drain: %s %s", lc_strerror(rc), h_dump(info));
+    json_decref(info);
+    lc_client_destroy(&flooder);
+    lc_client_destroy(&c);
+    s_broker_exits_cleanly(b);
+}
+
+/* Without --max-sent, a module's sends may hold half of the total queue: one flooder
+ * cannot fill it for the others. */
+Test(abuse, by_default_a_flooder_holds_at_most_half_the_queue)
+{
+    enum { FLOOD = 100, QUEUE = 30 };
+    proc_t *b = h_broker("--max-queue", "30", NULL);
+    h_echo_with("slow", "--listen", "flood", "--window", "1", NULL);
+    h_echo_with("ok", NULL);
+    lc_client_t *c = h_client();
+    h_enqueue_ok(c, "slow.hold", NULL, 0);
+    h_wait_module_int(c, "slow", "in_flight", 1, 5000);
+
+    lc_client_t *flooder = lc_client_new("flooder", h_bus);
+    cr_assert(flooder);
+    lc_client_set_lifecycle(flooder, false);
+    cr_assert_eq(lc_connect(flooder, 5000), 0);
+    flood_notes_t notes = {0};
+    lc_on_notice(flooder, s_flood_notice, &notes);
+    for (int i = 0; i < FLOOD; i++)
+        cr_assert_eq(lc_emit(flooder, "flood", json_pack("{s:i}", "i", i), 0), 0);
+    h_dispatch_until(flooder, &notes.count, FLOOD - QUEUE / 2, 30000, "the flood's refusals");
+    cr_assert_eq(h_module_int(c, "flooder", "sent_queued"), QUEUE / 2);
+    /* The rest of the queue is everyone else's. */
+    for (int i = 0; i < 5; i++)
+        h_enqueue_ok(c, "ok.record", NULL, 0);
+    s_call_ok(c, "slow.release", NULL, NULL);
     lc_client_destroy(&flooder);
     lc_client_destroy(&c);
     s_broker_exits_cleanly(b);

@@ -562,7 +562,8 @@ Test(events, threads_emit_each_event_once)
  * queue full and is refused, so the bound holds for what is accepted. */
 Test(events, fanout_accepted_once_within_total_queue_bound)
 {
-    h_broker("--max-queue", "2", NULL);
+    /* The total bound alone: a larger per-sender bound (--max-sent). */
+    h_broker("--max-queue", "2", "--max-sent", "100", NULL);
     static const char *const names[] = {"s1", "s2", "s3", "s4"};
     lc_client_t *c = h_client();
     for (int i = 0; i < 4; i++) {

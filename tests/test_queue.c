@@ -359,7 +359,8 @@ Test(queue, crash_redelivers_items_not_started)
 
 Test(queue, bus_queue_full_refused)
 {
-    h_broker("--max-queue", "3", NULL);
+    /* The total bound alone: a larger per-sender bound (--max-sent). */
+    h_broker("--max-queue", "3", "--max-sent", "100", NULL);
     h_echo_with("q", "--window", "1", NULL);
     lc_client_t *c = h_client();
     notices_t notes = {0};

@@ -20,6 +20,7 @@ static const struct {
 } s_bus_options[] = {
     {"max_payload", "--max-payload"},       {"max_queue", "--max-queue"},
     {"max_backlog", "--max-backlog"},       {"window", "--window"},
+    {"max_sent", "--max-sent"},
     {"heartbeat_ms", "--heartbeat"},        {"call_timeout_ms", "--call-timeout"},
     {"grace_ms", "--grace"},                {"start_timeout_ms", "--start-timeout"},
     {"drain_ms", "--drain"},                {"stop_timeout_ms", "--stop-timeout"},
@@ -29,6 +30,7 @@ static const struct {
 static const cfg_rule_t s_bus[] = {
     {"endpoint", CFG_SCALAR},        {"listen", CFG_SEQ},           {"max_payload", CFG_SCALAR},   {"max_queue", CFG_SCALAR},
     {"max_backlog", CFG_SCALAR},     {"window", CFG_SCALAR},        {"heartbeat_ms", CFG_SCALAR},
+    {"max_sent", CFG_SCALAR},
     {"call_timeout_ms", CFG_SCALAR}, {"grace_ms", CFG_SCALAR},      {"start_timeout_ms", CFG_SCALAR},
     {"drain_ms", CFG_SCALAR},        {"stop_timeout_ms", CFG_SCALAR}, {"exit_timeout_ms", CFG_SCALAR},
     {"group", CFG_SCALAR},           {"allow_users", CFG_SEQ},      {"allow_groups", CFG_SEQ},
