@@ -502,6 +502,9 @@ int broker_run(broker_t *self)
         if ((self->nbeating || self->waiters || self->queued || self->expected) &&
             (timeout < 0 || timeout > 200))
             timeout = 200;
+        /* Silent connections are probed every PROBE_MS (broker_probe_silent). */
+        if (self->nmodules && (timeout < 0 || timeout > PROBE_MS))
+            timeout = PROBE_MS;
         if (self->exit_phase != EXIT_NONE && (timeout < 0 || timeout > 50))
             timeout = 50;
         if (self->exiting && (timeout < 0 || timeout > EXIT_GRACE_MS))
@@ -553,6 +556,7 @@ int broker_run(broker_t *self)
         }
         now = lc_mono_ms();
         broker_calls_expire(self, now);
+        broker_probe_silent(self, now);
         broker_check_liveness(self, now);
         broker_idle_check(self);
         broker_exit_step(self, now);

@@ -21,6 +21,7 @@
 
 #define DEAD_AFTER_BEATS 3 /* a heartbeat peer is dead after this many silent intervals */
 #define EXIT_GRACE_MS 20   /* after its process ended, how long a module's goodbye may take */
+#define PROBE_MS 5000      /* a connection silent this long is probed (broker_probe_silent) */
 
 typedef struct module module_t;
 
@@ -127,6 +128,7 @@ enum { L_ERROR, L_WARNING, L_INFO, L_DEBUG };
 
 struct broker {
     broker_config_t cfg;
+    int64_t last_probe; /* broker_probe_silent's last sweep */
     void *ctx;
     void *router;
     int epfd;
@@ -243,6 +245,7 @@ void broker_on_bye(broker_t *self, conn_t *c);
 void broker_module_lost(broker_t *self, module_t *m, const char *why, bool crashed);
 void broker_on_pidfd(broker_t *self, int fd);
 void broker_check_liveness(broker_t *self, int64_t now);
+void broker_probe_silent(broker_t *self, int64_t now);
 void broker_registry_clear(broker_t *self);
 json_t *broker_module_info(const module_t *m);
 

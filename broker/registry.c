@@ -232,6 +232,30 @@ static module_t *s_find_exited(broker_t *self, int64_t now)
     return NULL;
 }
 
+/* A process that lives on may close its connection without a goodbye: nothing the broker
+ * watches says so (its pidfd stays quiet, and ZeroMQ tells no disconnection). So every
+ * PROBE_MS, each main connection silent that long gets a probe (a PONG with seq 0, which
+ * clients ignore); ROUTER_MANDATORY refuses it for a connection that is gone, and the module
+ * is then removed as disconnected at the next liveness check. */
+void broker_probe_silent(broker_t *self, int64_t now)
+{
+    if (now - self->last_probe < PROBE_MS)
+        return;
+    self->last_probe = now;
+    for (size_t i = 0; i < self->modules.cap; i++)
+        for (module_t *m = self->modules.values[i]; m; m = m->next_hash) {
+            if (m->state == MS_GONE || !m->main || m->unreachable || m->exited_at ||
+                now - m->last_seen < PROBE_MS)
+                continue;
+            lc_hdr_t probe = {.type = LC_MSG_PONG, .id = broker_next_id(self),
+                              .time_us = lc_now_us()};
+            if (broker_send_json(self, m->main, &probe, NULL, NULL) == -EHOSTUNREACH) {
+                m->unreachable = true;
+                self->unreachable++;
+            }
+        }
+}
+
 void broker_check_liveness(broker_t *self, int64_t now)
 {
     module_t *m;

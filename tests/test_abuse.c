@@ -1023,16 +1023,11 @@ Test(abuse, broker_restart_every_module_registers_again)
 
 /* ---- A connection closed without BYE by a process that lives on ------------------------ */
 
-/* KNOWN DEFECT, disabled so that the suite stays green: on ipc the broker learns that a
- * module went away from its pidfd (the process ended) or from a BYE, never from the
- * connection closing. A raw peer whose process lives on and closes its connection without
- * BYE therefore stays registered, with its socket and pidfd open in the broker, until its
- * process ends, a send to it fails, or its name is taken. Anonymous clients are never sent
- * anything, so they stay until their process ends. liblc always says BYE, so only clients
- * written by hand (or killed connections of a living process) meet it. Enable with
- * --filter 'abuse/closed_without_bye*' after a fix (for example libzmq's ZMQ_ROUTER_NOTIFY,
- * still a draft option in libzmq 4.3, or a socket monitor tied to the routing ids). */
-Test(abuse, closed_without_bye_is_forgotten, .disabled = true)
+/* On ipc the broker learns that a module went away from its pidfd (the process ended) or
+ * from a BYE; a connection closed without BYE by a process that lives on is found by the
+ * broker's probe of connections silent for PROBE_MS (5 s): the probe is refused for a closed
+ * connection and the module is removed as disconnected, its socket closed. */
+Test(abuse, closed_without_bye_is_forgotten, .timeout = 60)
 {
     enum { N = 20 };
     proc_t *b = h_broker(NULL);
@@ -1050,11 +1045,12 @@ Test(abuse, closed_without_bye_is_forgotten, .disabled = true)
     for (int i = 0; i < N; i++)
         s_raw_close(&peers[i]); /* no BYE */
     s_context_end();
-    int64_t end = lc_mono_ms() + 10000;
+    /* Silent for 5 s, probed at the next sweep (every 5 s): gone within about 10 s. */
+    int64_t end = lc_mono_ms() + 25000;
     json_int_t mods;
     while ((mods = h_stat(c, "modules")) != mods0) {
         cr_assert(lc_mono_ms() < end,
-                  "%lld connections closed without BYE are still registered after 10 s",
+                  "%lld connections closed without BYE are still registered after 25 s",
                   (long long)(mods - mods0));
         usleep(10000); /* polling a condition, with the deadline above */
     }
