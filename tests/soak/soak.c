@@ -552,24 +552,27 @@ typedef struct {
     double t;        /* seconds since the load started */
     double progress; /* 0..1 of all calls and events */
     long long calls, events;
-    long rss[MAX_PROCS]; /* kB; -1 if unreadable */
+    long rss[MAX_PROCS];  /* VmRSS, kB; -1 if unreadable */
+    long anon[MAX_PROCS]; /* RssAnon, kB: without the pages of files (the libraries' code) */
     int fds[MAX_PROCS];
 } sample_t;
 
 static sample_t *s_samples;
 static int s_nsamples, s_capsamples;
 
-static long s_rss_kb(pid_t pid)
+static long s_rss_kb(pid_t pid, long *anon)
 {
     char path[64], line[256];
     snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    *anon = -1;
     FILE *f = fopen(path, "r");
     if (!f)
         return -1;
     long kb = -1;
     while (fgets(line, sizeof line, f))
-        if (sscanf(line, "VmRSS: %ld", &kb) == 1)
-            break;
+        if (sscanf(line, "VmRSS: %ld", &kb) == 1 || sscanf(line, "RssAnon: %ld", anon) == 1)
+            if (kb >= 0 && *anon >= 0)
+                break;
     fclose(f);
     return kb;
 }
@@ -643,7 +646,8 @@ static sample_t *s_sample(double t, long long calls, long long events)
     long long total = o.calls + o.events;
     s->progress = total ? (double)(calls + events) / (double)total : 1.0;
     for (int i = 0; i < s_nprocs; i++) {
-        s->rss[i] = s_procs[i].exited ? -1 : s_rss_kb(s_procs[i].pid);
+        s->anon[i] = -1;
+        s->rss[i] = s_procs[i].exited ? -1 : s_rss_kb(s_procs[i].pid, &s->anon[i]);
         s->fds[i] = s_procs[i].exited ? -1 : s_fd_count(s_procs[i].pid);
     }
     return s;
@@ -682,13 +686,14 @@ static void s_write_csv(void)
     }
     fprintf(f, "time_s,calls,events");
     for (int i = 0; i < s_nprocs; i++)
-        fprintf(f, ",%s_rss_kb,%s_fds", s_procs[i].name, s_procs[i].name);
+        fprintf(f, ",%s_rss_kb,%s_anon_kb,%s_fds", s_procs[i].name, s_procs[i].name,
+                s_procs[i].name);
     fprintf(f, "\n");
     for (int j = 0; j < s_nsamples; j++) {
         const sample_t *s = &s_samples[j];
         fprintf(f, "%.3f,%lld,%lld", s->t, s->calls, s->events);
         for (int i = 0; i < s_nprocs; i++)
-            fprintf(f, ",%ld,%d", s->rss[i], s->fds[i]);
+            fprintf(f, ",%ld,%ld,%d", s->rss[i], s->anon[i], s->fds[i]);
         fprintf(f, "\n");
     }
     fclose(f);
@@ -718,12 +723,12 @@ static bool s_leak_report(const proc_t *p)
  * up and down with what it holds at the moment (the broker's queue, a burst in libzmq's
  * pipes), and one sample caught at a peak or a trough is not its size. */
 #define RSS_WINDOW 5
-static long s_rss_median(int i, int from, int to)
+static long s_rss_median(int i, int from, int to, bool anon)
 {
     long v[RSS_WINDOW];
     int n = 0;
     for (int j = from; j <= to && n < RSS_WINDOW; j++)
-        v[n++] = s_samples[j].rss[i];
+        v[n++] = anon ? s_samples[j].anon[i] : s_samples[j].rss[i];
     for (int a = 1; a < n; a++)
         for (int b = a; b > 0 && v[b - 1] > v[b]; b--) {
             long t = v[b];
@@ -962,9 +967,9 @@ static int s_run_driver(void)
            s_samples[half < warm ? warm : half].t);
     if (half < warm)
         half = warm;
-    printf("%-14s %8s %10s %10s %8s %8s %10s %6s %6s %6s %6s  %s\n", "process", "pid",
-           "RSS warm", "RSS end", "growth", "2nd half", "RSS max", "fds@w", "fds", "fdmax", "exit",
-           "verdict");
+    printf("%-14s %8s %10s %10s %8s %8s %10s %8s %6s %6s %6s %6s  %s\n", "process", "pid",
+           "RSS warm", "RSS end", "growth", "2nd half", "RSS max", "anon", "fds@w", "fds",
+           "fdmax", "exit", "verdict");
     bool leaks_any = false;
     for (int i = 0; i < s_nprocs; i++) {
         proc_t *p = &s_procs[i];
@@ -979,9 +984,14 @@ static int s_run_driver(void)
         /* The first samples from warm-up on against the last ones; and, for the reader,
          * from half-way on: whether growth goes on, or happened early and stopped. */
         int last = end - RSS_WINDOW + 1 > warm ? end - RSS_WINDOW + 1 : warm;
-        long rss_warm = s_rss_median(i, warm, end), rss_end = s_rss_median(i, last, end);
+        long rss_warm = s_rss_median(i, warm, end, false);
+        long rss_end = s_rss_median(i, last, end, false);
         double growth = s_pct(rss_warm, rss_end);
-        double growth2 = s_pct(s_rss_median(i, half, end), rss_end);
+        double growth2 = s_pct(s_rss_median(i, half, end, false), rss_end);
+        /* Shown, not judged: the process's own memory, without the libraries' pages. */
+        long anon_warm = s_rss_median(i, warm, end, true);
+        long anon_end = s_rss_median(i, last, end, true);
+        double anon_growth = s_pct(anon_warm, anon_end);
         int fd_growth = z->fds[i] - w->fds[i];
         bool leaks = s_leak_report(p);
         int code = WIFEXITED(p->status) ? WEXITSTATUS(p->status) : 128 + WTERMSIG(p->status);
@@ -999,17 +1009,20 @@ static int s_run_driver(void)
                      code);
         leaks_any |= leaks;
         ok &= !verdict[0];
-        printf("%-14s %8d %7ld kB %7ld kB %+7.2f%% %+7.2f%% %7ld kB %6d %6d %6d %6d  %s\n",
-               p->name, (int)p->pid, rss_warm, rss_end, growth, growth2, rmax, w->fds[i],
-               z->fds[i], fmax, code, verdict[0] ? verdict : "ok");
+        printf("%-14s %8d %7ld kB %7ld kB %+7.2f%% %+7.2f%% %7ld kB %+7.2f%% %6d %6d %6d %6d  %s\n",
+               p->name, (int)p->pid, rss_warm, rss_end, growth, growth2, rmax, anon_growth,
+               w->fds[i], z->fds[i], fmax, code, verdict[0] ? verdict : "ok");
         if (verdict[0])
             printf("%14s see %s%s%s\n", "", p->log, p->vglog[0] ? " and " : "", p->vglog);
         json_array_append_new(
-            jprocs, json_pack("{s:s, s:i, s:I, s:I, s:I, s:f, s:f, s:i, s:i, s:i, s:i, s:b}",
+            jprocs, json_pack("{s:s, s:i, s:I, s:I, s:I, s:f, s:f, s:I, s:I, s:f, s:i, s:i, s:i, "
+                              "s:i, s:b}",
                               "name", p->name, "pid", (int)p->pid, "rss_warm_kb",
                               (json_int_t)rss_warm, "rss_end_kb", (json_int_t)rss_end,
                               "rss_max_kb", (json_int_t)rmax, "rss_growth_pct", growth,
-                              "rss_growth_2nd_half_pct", growth2, "fds_warm", w->fds[i], "fds_end",
+                              "rss_growth_2nd_half_pct", growth2, "anon_warm_kb",
+                              (json_int_t)anon_warm, "anon_end_kb", (json_int_t)anon_end,
+                              "anon_growth_pct", anon_growth, "fds_warm", w->fds[i], "fds_end",
                               z->fds[i], "fds_max", fmax, "exit", code, "leaks", leaks));
     }
     if (!judge_rss)
