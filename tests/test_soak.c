@@ -21,9 +21,9 @@ Test(soak, short_run_answers_delivers_and_stays_flat)
     char dir[300], json[300];
     snprintf(dir, sizeof dir, "%s/soak", h_dir);
     snprintf(json, sizeof json, "%s/soak.json", h_dir);
-    proc_t *p = h_spawn("lc-soak", SOAK_BIN, "--calls", "20000", "--events", "20000",
-                        "--interval-ms", "50", "--max-rss-growth", "50", "--dir", dir, "--json",
-                        json, NULL);
+    proc_t *p =
+        h_spawn("lc-soak", SOAK_BIN, "--calls", "20000", "--events", "20000", "--interval-ms", "50",
+                "--max-rss-growth", "50", "--dir", dir, "--json", json, NULL);
     int status = h_wait_exit(p, 170000);
     cr_assert_neq(status, -1, "lc-soak still runs after 170 s; its output: %s", p->log);
 
@@ -116,8 +116,8 @@ Test(soak, outside_loop_sees_an_answer_that_came_before_a_send)
     cr_assert_geq(fd, 0, "lc_fd: %s", lc_strerror(fd));
     s_answers = 0;
     for (int round = 0; round < 20; round++) {
-        int rc = lc_call_async(c, "echo.echo", json_pack("{s:i}", "n", round), 5000, s_answer,
-                               NULL);
+        int rc =
+            lc_call_async(c, "echo.echo", json_pack("{s:i}", "n", round), 5000, s_answer, NULL);
         cr_assert_eq(rc, 0, "lc_call_async: %s", lc_strerror(rc));
         /* The answer is there once lc_fd() is readable; nothing dispatches it yet. */
         struct pollfd p = {.fd = fd, .events = POLLIN};
@@ -128,8 +128,7 @@ Test(soak, outside_loop_sees_an_answer_that_came_before_a_send)
         rc = lc_emit(c, "soak_nobody_listens", NULL, 0);
         cr_assert_eq(rc, 0, "lc_emit: %s", lc_strerror(rc));
         cr_assert_eq(poll(&p, 1, 2000), 1,
-                     "round %d: lc_fd() not readable after a send, with an answer waiting",
-                     round);
+                     "round %d: lc_fd() not readable after a send, with an answer waiting", round);
         h_dispatch_until(c, &s_answers, round + 1, 5000, "answers");
     }
     lc_client_destroy(&c);

@@ -59,7 +59,7 @@ static struct {
     long long calls, events;
     int modules, callers, subscribers, inflight, interval_ms, warmup_pct, stall_ms;
     int call_timeout_ms;
-    long long rate; /* calls, and events, per second; 0: as fast as they go */
+    long long rate;        /* calls, and events, per second; 0: as fast as they go */
     double max_rss_growth; /* percent; < 0: not judged */
     int max_fd_growth;
     const char *dir, *bindir, *csv, *json;
@@ -150,8 +150,7 @@ static int s_role_connect(lc_client_t *c)
 {
     int rc = lc_connect(c, CALL_TIMEOUT_MS);
     if (rc < 0)
-        fprintf(stderr, "lc-soak %s: cannot register on %s: %s\n", o.name, o.bus,
-                lc_strerror(rc));
+        fprintf(stderr, "lc-soak %s: cannot register on %s: %s\n", o.name, o.bus, lc_strerror(rc));
     return rc;
 }
 
@@ -208,7 +207,8 @@ static void s_refill(lc_client_t *c, int timer_id, void *arg)
     (void)c;
     (void)timer_id;
     (void)arg;
-    while (k.sent - k.answered < o.inflight && k.sent < o.count && k.sent < s_allowed(&k.start, k.sent))
+    while (k.sent - k.answered < o.inflight && k.sent < o.count &&
+           k.sent < s_allowed(&k.start, k.sent))
         s_call_next();
 }
 
@@ -319,9 +319,9 @@ static void s_emitter_progress(lc_request_t *req, json_t *args, void *arg)
 {
     (void)args;
     (void)arg;
-    lc_reply(req, json_pack("{s:I, s:I, s:I, s:s}", "count", (json_int_t)o.count, "emitted",
-                            (json_int_t)e.emitted, "refused", (json_int_t)e.refused, "error",
-                            e.error));
+    lc_reply(req,
+             json_pack("{s:I, s:I, s:I, s:s}", "count", (json_int_t)o.count, "emitted",
+                       (json_int_t)e.emitted, "refused", (json_int_t)e.refused, "error", e.error));
 }
 
 static int s_run_emitter(void)
@@ -533,8 +533,9 @@ static void s_stop_kind(int kind, int timeout_ms)
         if (s_now_ms() >= deadline) {
             for (int i = 0; i < s_nprocs; i++)
                 if (s_procs[i].kind == kind && !s_procs[i].exited) {
-                    fprintf(stderr, "lc-soak: %s (pid %d) did not stop within %d ms of SIGTERM; "
-                                    "killing it\n",
+                    fprintf(stderr,
+                            "lc-soak: %s (pid %d) did not stop within %d ms of SIGTERM; "
+                            "killing it\n",
                             s_procs[i].name, (int)s_procs[i].pid, timeout_ms);
                     kill(s_procs[i].pid, SIGKILL);
                     waitpid(s_procs[i].pid, &s_procs[i].status, 0);
@@ -799,7 +800,9 @@ static int s_run_driver(void)
         printf("lc-soak: %lld calls and %lld events through one broker, %d lc-echo modules, "
                "%d callers, %d subscribers%s; logs in %s\n",
                o.calls, o.events, o.modules, o.callers, o.subscribers,
-               o.valgrind ? ", every process under valgrind" : SOAK_ASAN ? " (ASan build)" : "",
+               o.valgrind  ? ", every process under valgrind"
+               : SOAK_ASAN ? " (ASan build)"
+                           : "",
                s_dir);
 
     s_spawn("broker", P_BROKER, broker_bin, "--endpoint", s_bus, "--quiet", NULL);
@@ -823,8 +826,7 @@ static int s_run_driver(void)
     for (int i = 1; i <= o.subscribers; i++) {
         snprintf(name, sizeof name, "soak_sub%d", i);
         s_spawn_role("subscriber", name, P_SUBSCRIBER, 0, "-");
-        snprintf(subs + strlen(subs), sizeof subs - strlen(subs), "%s%s", i > 1 ? "," : "",
-                 name);
+        snprintf(subs + strlen(subs), sizeof subs - strlen(subs), "%s%s", i > 1 ? "," : "", name);
         json_array_append_new(wait, json_string(name));
     }
     /* The subscribers and the modules are there before the first call or event. */
@@ -887,8 +889,9 @@ static int s_run_driver(void)
             last_total = calls + events;
             last_move = s_now_ms();
         } else if (s_now_ms() - last_move > o.stall_ms) {
-            fprintf(stderr, "lc-soak: no progress for %d ms (calls %lld of %lld, events %lld of "
-                            "%lld); see the logs in %s\n",
+            fprintf(stderr,
+                    "lc-soak: no progress for %d ms (calls %lld of %lld, events %lld of "
+                    "%lld); see the logs in %s\n",
                     o.stall_ms, calls, o.calls, events, o.events, s_dir);
             stalled = true;
             break;
@@ -928,19 +931,19 @@ static int s_run_driver(void)
             if (err && *err)
                 printf("%s: first refusal: %s\n", p->name, err);
         } else if (p->kind == P_SUBSCRIBER) {
-            json_array_append_new(
-                jsubs, json_pack("{s:s, s:I, s:I, s:I}", "name", p->name, "received",
-                                 (json_int_t)s_int(p->progress, "received"), "gaps",
-                                 (json_int_t)s_int(p->progress, "gaps"), "dups",
-                                 (json_int_t)s_int(p->progress, "dups")));
+            json_array_append_new(jsubs,
+                                  json_pack("{s:s, s:I, s:I, s:I}", "name", p->name, "received",
+                                            (json_int_t)s_int(p->progress, "received"), "gaps",
+                                            (json_int_t)s_int(p->progress, "gaps"), "dups",
+                                            (json_int_t)s_int(p->progress, "dups")));
             ok &= s_int(p->progress, "received") == o.events && !s_int(p->progress, "gaps") &&
                   !s_int(p->progress, "dups");
         }
     }
     ok &= ok_calls == o.calls && !bad && !failed && emitted == o.events && !refused;
 
-    printf("\ncalls: %lld of %lld answered correctly, %lld wrong, %lld failed\n", ok_calls,
-           o.calls, bad, failed);
+    printf("\ncalls: %lld of %lld answered correctly, %lld wrong, %lld failed\n", ok_calls, o.calls,
+           bad, failed);
     printf("events: %lld of %lld emitted, %lld refused or dropped;", emitted, o.events, refused);
     size_t si;
     json_t *js;
@@ -968,8 +971,8 @@ static int s_run_driver(void)
     if (half < warm)
         half = warm;
     printf("%-14s %8s %10s %10s %8s %8s %10s %8s %6s %6s %6s %6s  %s\n", "process", "pid",
-           "RSS warm", "RSS end", "growth", "2nd half", "RSS max", "anon", "fds@w", "fds",
-           "fdmax", "exit", "verdict");
+           "RSS warm", "RSS end", "growth", "2nd half", "RSS max", "anon", "fds@w", "fds", "fdmax",
+           "exit", "verdict");
     bool leaks_any = false;
     for (int i = 0; i < s_nprocs; i++) {
         proc_t *p = &s_procs[i];
@@ -1000,13 +1003,12 @@ static int s_run_driver(void)
             snprintf(verdict + strlen(verdict), sizeof verdict - strlen(verdict),
                      "RSS grew %.2f%% ", growth);
         if (fd_growth > o.max_fd_growth)
-            snprintf(verdict + strlen(verdict), sizeof verdict - strlen(verdict),
-                     "%d more fds ", fd_growth);
+            snprintf(verdict + strlen(verdict), sizeof verdict - strlen(verdict), "%d more fds ",
+                     fd_growth);
         if (leaks)
             snprintf(verdict + strlen(verdict), sizeof verdict - strlen(verdict), "leaks ");
         if (code != 0)
-            snprintf(verdict + strlen(verdict), sizeof verdict - strlen(verdict), "exit %d ",
-                     code);
+            snprintf(verdict + strlen(verdict), sizeof verdict - strlen(verdict), "exit %d ", code);
         leaks_any |= leaks;
         ok &= !verdict[0];
         printf("%-14s %8d %7ld kB %7ld kB %+7.2f%% %+7.2f%% %7ld kB %+7.2f%% %6d %6d %6d %6d  %s\n",
@@ -1015,23 +1017,23 @@ static int s_run_driver(void)
         if (verdict[0])
             printf("%14s see %s%s%s\n", "", p->log, p->vglog[0] ? " and " : "", p->vglog);
         json_array_append_new(
-            jprocs, json_pack("{s:s, s:i, s:I, s:I, s:I, s:f, s:f, s:I, s:I, s:f, s:i, s:i, s:i, "
-                              "s:i, s:b}",
-                              "name", p->name, "pid", (int)p->pid, "rss_warm_kb",
-                              (json_int_t)rss_warm, "rss_end_kb", (json_int_t)rss_end,
-                              "rss_max_kb", (json_int_t)rmax, "rss_growth_pct", growth,
-                              "rss_growth_2nd_half_pct", growth2, "anon_warm_kb",
-                              (json_int_t)anon_warm, "anon_end_kb", (json_int_t)anon_end,
-                              "anon_growth_pct", anon_growth, "fds_warm", w->fds[i], "fds_end",
-                              z->fds[i], "fds_max", fmax, "exit", code, "leaks", leaks));
+            jprocs,
+            json_pack("{s:s, s:i, s:I, s:I, s:I, s:f, s:f, s:I, s:I, s:f, s:i, s:i, s:i, "
+                      "s:i, s:b}",
+                      "name", p->name, "pid", (int)p->pid, "rss_warm_kb", (json_int_t)rss_warm,
+                      "rss_end_kb", (json_int_t)rss_end, "rss_max_kb", (json_int_t)rmax,
+                      "rss_growth_pct", growth, "rss_growth_2nd_half_pct", growth2, "anon_warm_kb",
+                      (json_int_t)anon_warm, "anon_end_kb", (json_int_t)anon_end, "anon_growth_pct",
+                      anon_growth, "fds_warm", w->fds[i], "fds_end", z->fds[i], "fds_max", fmax,
+                      "exit", code, "leaks", leaks));
     }
     if (!judge_rss)
-        printf("RSS growth not judged (%s)\n",
-               o.valgrind ? "under valgrind" : SOAK_ASAN ? "an ASan build holds freed memory "
-                                                           "in its quarantine"
-                                                         : "--max-rss-growth below 0");
+        printf("RSS growth not judged (%s)\n", o.valgrind  ? "under valgrind"
+                                               : SOAK_ASAN ? "an ASan build holds freed memory "
+                                                             "in its quarantine"
+                                                           : "--max-rss-growth below 0");
     printf("leak check: %s\n",
-           o.valgrind ? (leaks_any ? "valgrind reported leaks" : "valgrind: no leaks")
+           o.valgrind  ? (leaks_any ? "valgrind reported leaks" : "valgrind: no leaks")
            : SOAK_ASAN ? (leaks_any ? "LeakSanitizer reported leaks" : "LeakSanitizer: no leaks")
                        : "none (use --valgrind or an ASan build)");
     printf("%s\n", ok ? "soak: PASSED" : "soak: FAILED");
@@ -1042,8 +1044,8 @@ static int s_run_driver(void)
                                   (json_int_t)ok_calls, "bad", (json_int_t)bad, "failed",
                                   (json_int_t)failed));
     json_object_set_new(summary, "events",
-                        json_pack("{s:I, s:I, s:I, s:o}", "count", (json_int_t)o.events,
-                                  "emitted", (json_int_t)emitted, "refused", (json_int_t)refused,
+                        json_pack("{s:I, s:I, s:I, s:o}", "count", (json_int_t)o.events, "emitted",
+                                  (json_int_t)emitted, "refused", (json_int_t)refused,
                                   "subscribers", jsubs));
     json_object_set_new(summary, "processes", jprocs);
     json_object_set_new(summary, "seconds", json_real(seconds));
@@ -1120,9 +1122,30 @@ static long long s_num(const char *opt, const char *v, long long min)
 int main(int argc, char **argv)
 {
     enum {
-        O_CALLS = 256, O_EVENTS, O_MODULES, O_CALLERS, O_SUBS, O_INFLIGHT, O_INTERVAL, O_WARMUP,
-        O_RSS, O_FD, O_STALL, O_VALGRIND, O_BIN, O_DIR, O_KEEP, O_CSV, O_JSON, O_ROLE, O_NAME,
-        O_BUS, O_COUNT, O_TARGETS, O_CALL_TIMEOUT, O_RATE
+        O_CALLS = 256,
+        O_EVENTS,
+        O_MODULES,
+        O_CALLERS,
+        O_SUBS,
+        O_INFLIGHT,
+        O_INTERVAL,
+        O_WARMUP,
+        O_RSS,
+        O_FD,
+        O_STALL,
+        O_VALGRIND,
+        O_BIN,
+        O_DIR,
+        O_KEEP,
+        O_CSV,
+        O_JSON,
+        O_ROLE,
+        O_NAME,
+        O_BUS,
+        O_COUNT,
+        O_TARGETS,
+        O_CALL_TIMEOUT,
+        O_RATE
     };
     static const struct option longopts[] = {
         {"calls", required_argument, NULL, O_CALLS},
@@ -1157,33 +1180,87 @@ int main(int argc, char **argv)
     int opt;
     while ((opt = getopt_long(argc, argv, "qh", longopts, NULL)) != -1) {
         switch (opt) {
-        case O_CALLS: o.calls = s_num("--calls", optarg, 0); break;
-        case O_EVENTS: o.events = s_num("--events", optarg, 0); break;
-        case O_MODULES: o.modules = (int)s_num("--modules", optarg, 1); break;
-        case O_CALLERS: o.callers = (int)s_num("--callers", optarg, 1); break;
-        case O_SUBS: o.subscribers = (int)s_num("--subscribers", optarg, 1); break;
-        case O_INFLIGHT: o.inflight = (int)s_num("--inflight", optarg, 1); break;
-        case O_CALL_TIMEOUT: o.call_timeout_ms = (int)s_num("--call-timeout-ms", optarg, 1); break;
-        case O_RATE: o.rate = s_num("--rate", optarg, 0); break;
-        case O_INTERVAL: o.interval_ms = (int)s_num("--interval-ms", optarg, 10); break;
-        case O_WARMUP: o.warmup_pct = (int)s_num("--warmup", optarg, 0); break;
-        case O_RSS: o.max_rss_growth = atof(optarg); break;
-        case O_FD: o.max_fd_growth = (int)s_num("--max-fd-growth", optarg, 0); break;
-        case O_STALL: o.stall_ms = (int)s_num("--stall-ms", optarg, 100); break;
-        case O_VALGRIND: o.valgrind = true; break;
-        case O_BIN: o.bindir = optarg; break;
-        case O_DIR: o.dir = optarg; break;
-        case O_KEEP: o.keep = true; break;
-        case O_CSV: o.csv = optarg; break;
-        case O_JSON: o.json = optarg; break;
-        case 'q': o.quiet = true; break;
-        case 'h': s_usage(stdout); return 0;
-        case O_ROLE: o.role = optarg; break;
-        case O_NAME: o.name = optarg; break;
-        case O_BUS: o.bus = optarg; break;
-        case O_COUNT: o.count = s_num("--count", optarg, 0); break;
-        case O_TARGETS: o.targets = optarg; break;
-        default: fprintf(stderr, "Try 'lc-soak --help'.\n"); return 2;
+        case O_CALLS:
+            o.calls = s_num("--calls", optarg, 0);
+            break;
+        case O_EVENTS:
+            o.events = s_num("--events", optarg, 0);
+            break;
+        case O_MODULES:
+            o.modules = (int)s_num("--modules", optarg, 1);
+            break;
+        case O_CALLERS:
+            o.callers = (int)s_num("--callers", optarg, 1);
+            break;
+        case O_SUBS:
+            o.subscribers = (int)s_num("--subscribers", optarg, 1);
+            break;
+        case O_INFLIGHT:
+            o.inflight = (int)s_num("--inflight", optarg, 1);
+            break;
+        case O_CALL_TIMEOUT:
+            o.call_timeout_ms = (int)s_num("--call-timeout-ms", optarg, 1);
+            break;
+        case O_RATE:
+            o.rate = s_num("--rate", optarg, 0);
+            break;
+        case O_INTERVAL:
+            o.interval_ms = (int)s_num("--interval-ms", optarg, 10);
+            break;
+        case O_WARMUP:
+            o.warmup_pct = (int)s_num("--warmup", optarg, 0);
+            break;
+        case O_RSS:
+            o.max_rss_growth = atof(optarg);
+            break;
+        case O_FD:
+            o.max_fd_growth = (int)s_num("--max-fd-growth", optarg, 0);
+            break;
+        case O_STALL:
+            o.stall_ms = (int)s_num("--stall-ms", optarg, 100);
+            break;
+        case O_VALGRIND:
+            o.valgrind = true;
+            break;
+        case O_BIN:
+            o.bindir = optarg;
+            break;
+        case O_DIR:
+            o.dir = optarg;
+            break;
+        case O_KEEP:
+            o.keep = true;
+            break;
+        case O_CSV:
+            o.csv = optarg;
+            break;
+        case O_JSON:
+            o.json = optarg;
+            break;
+        case 'q':
+            o.quiet = true;
+            break;
+        case 'h':
+            s_usage(stdout);
+            return 0;
+        case O_ROLE:
+            o.role = optarg;
+            break;
+        case O_NAME:
+            o.name = optarg;
+            break;
+        case O_BUS:
+            o.bus = optarg;
+            break;
+        case O_COUNT:
+            o.count = s_num("--count", optarg, 0);
+            break;
+        case O_TARGETS:
+            o.targets = optarg;
+            break;
+        default:
+            fprintf(stderr, "Try 'lc-soak --help'.\n");
+            return 2;
         }
     }
     if (optind < argc)
