@@ -578,6 +578,16 @@ static bool s_away_at(int m, int64_t t)
     return false;
 }
 
+static bool s_broker_away_at(int64_t t)
+{
+    for (int i = 0; i < s_nkills; i++) {
+        const kill_t *k = &s_kills[i];
+        if (k->module == -1 && k->at <= t && (!k->back_at || t < k->back_at))
+            return true;
+    }
+    return false;
+}
+
 static int s_cmp64(const void *a, const void *b)
 {
     int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
@@ -937,17 +947,27 @@ int main(int argc, char **argv)
     printf("  calls between survivors that failed: %ld (goal 0)\n", survivor_failed);
     printf("  calls to a killed module not answered gone (or refused before it was reached, or "
            "answered before the kill): %ld (goal 0)\n", killed_bad);
-    printf("  calls that hit their deadline: %ld (goal 0)\n", deadline);
+    /* Of those, the calls that started while the broker was away (killed, not yet back
+     * with every module): a case seen to hang, reported apart (docs/reliability.md). */
+    long restart_deadline = 0;
+    for (size_t i = 0; i < s_ncalls; i++)
+        if (s_outcome(&s_calls[i]) == O_TIMEOUT && s_broker_away_at(s_calls[i].t0))
+            restart_deadline++;
+    printf("  calls that hit their deadline: %ld (goal 0), %ld of them started while the "
+           "broker was away\n",
+           deadline, restart_deadline);
     s_goal(survivor_failed == 0, "survivors");
     s_goal(killed_bad == 0, "gone");
-    s_goal(deadline == 0, "deadline");
-    if (survivor_failed)
+    s_goal(deadline - restart_deadline == 0, "deadline");
+    s_goal(restart_deadline == 0, "restart-deadline");
+    if (survivor_failed || deadline)
         for (size_t i = 0; i < s_ncalls; i++)
-            if (s_classify(&s_calls[i]) == C_SURVIVORS && s_outcome(&s_calls[i]) != O_OK)
-                printf("    failed: e%d.call -> e%d at +%.3f s for %.1f ms: %s (code %d)\n",
+            if ((s_classify(&s_calls[i]) == C_SURVIVORS && s_outcome(&s_calls[i]) != O_OK) ||
+                s_outcome(&s_calls[i]) == O_TIMEOUT)
+                printf("    failed: e%d.call -> e%d at +%.3f s for %.1f ms: %s (code %d), %s\n",
                        s_calls[i].a + 1, s_calls[i].b + 1, (s_calls[i].t0 - start) / 1e6,
                        (s_calls[i].t1 - s_calls[i].t0) / 1e3, lc_strerror(s_calls[i].rc),
-                       s_calls[i].code);
+                       s_calls[i].code, s_class_names[s_classify(&s_calls[i])]);
 
     /* Items: each copy delivered (journalled by its module), reported lost (the monitor),
      * or gone with a killed broker's queue. */
