@@ -33,7 +33,7 @@
 static struct {
     int kills, broker_every, modules, callers, tick_ms, busy_ms, min_ms, max_ms;
     unsigned seed;
-    bool keep, verbose;
+    bool keep, verbose, record;
     char dir[256], bin[1024], bus[320];
 } S = {.kills = 1000, .broker_every = 100, .modules = 6, .callers = 3, .tick_ms = 10,
        .busy_ms = 1, .min_ms = 100, .max_ms = 400};
@@ -724,6 +724,7 @@ static void s_usage(FILE *out)
             "  -d, --dir DIR         work folder (default: a new one under /tmp, removed at the\n"
             "                        end unless --keep or a goal was missed)\n"
             "      --keep            keep the work folder\n"
+            "      --record          lc-spy also records all traffic into DIR/spy.lcspy\n"
             "  -v, --verbose         print each kill\n"
             "  -h, --help            show this help\n"
             "Exit status: 0 all goals met, 1 a goal missed, 2 the run could not be made.\n");
@@ -741,7 +742,7 @@ static void s_options(int argc, char **argv)
         {"tick", required_argument, NULL, 't'},     {"busy", required_argument, NULL, 1},
         {"interval", required_argument, NULL, 2},   {"seed", required_argument, NULL, 's'},
         {"bin", required_argument, NULL, 'b'},      {"dir", required_argument, NULL, 'd'},
-        {"keep", no_argument, NULL, 3},             {"verbose", no_argument, NULL, 'v'},
+        {"keep", no_argument, NULL, 3},             {"record", no_argument, NULL, 4},             {"verbose", no_argument, NULL, 'v'},
         {"help", no_argument, NULL, 'h'},           {NULL, 0, NULL, 0},
     };
     int opt;
@@ -761,6 +762,7 @@ static void s_options(int argc, char **argv)
         case 'b': snprintf(S.bin, sizeof S.bin, "%s", optarg); break;
         case 'd': snprintf(S.dir, sizeof S.dir, "%s", optarg); break;
         case 3: S.keep = true; break;
+        case 4: S.record = true; break;
         case 'v': S.verbose = true; break;
         case 'h': s_usage(stdout); exit(0);
         default: fprintf(stderr, "Try 'lc-chaos --help'.\n"); exit(2);
@@ -833,7 +835,11 @@ int main(int argc, char **argv)
     char spy_out[PATH_MAX];
     snprintf(prog, sizeof prog, "%s/lc-spy", S.bin);
     snprintf(spy_out, sizeof spy_out, "%s/spy.jsonl", S.dir);
-    pid_t spy = s_spawn(spy_out, (char *[]){prog, "--bus", S.bus, "--json", "-E", NULL});
+    char rec[PATH_MAX];
+    snprintf(rec, sizeof rec, "%s/spy.lcspy", S.dir);
+    pid_t spy = s_spawn(spy_out, S.record ? (char *[]){prog, "--bus", S.bus, "--json", "-E",
+                                                       "--record", rec, NULL}
+                                          : (char *[]){prog, "--bus", S.bus, "--json", "-E", NULL});
     for (int i = 0; s_stat(c, "spies") < 1; i++) {
         if (i == 1000)
             s_fail("lc-spy did not attach within 10 s; see %s", spy_out);
