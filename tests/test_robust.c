@@ -381,3 +381,51 @@ Test(robust, crashing_task_is_not_redelivered)
     cr_assert_eq(h_wait_exit(again, 0), -1, "the crashing task ran again\n%s", h_log(again));
     lc_client_destroy(&c);
 }
+
+/* ---- The launcher dies ---------------------------------------------------------------- */
+
+/* Whether a process is gone (not even a zombie of ours: these are lc-launch's children). */
+static bool s_gone(pid_t pid)
+{
+    return kill(pid, 0) < 0;
+}
+
+/* lc-launch killed with SIGKILL: the broker and the modules it started get SIGTERM and
+ * stop, instead of running on unsupervised and keeping a new lc-launch's broker from the
+ * endpoint; a new lc-launch then runs the system again. */
+Test(robust, a_killed_launcher_takes_its_system_down)
+{
+    char path[400];
+    snprintf(path, sizeof path, "%s/system.yaml", h_dir);
+    FILE *f = fopen(path, "w");
+    cr_assert(f);
+    fprintf(f, "bus: {endpoint: %s}\nmodules:\n  echo: {program: %s}\n", h_bus, BIN("lc-echo"));
+    fclose(f);
+    proc_t *l = h_spawn("launch", BIN("lc-launch"), path, NULL);
+    lc_client_t *c = lc_client_new(NULL, h_bus);
+    cr_assert_eq(lc_connect(c, 10000), 0, "no bus:\n%s", h_log(l));
+    h_wait_modules(c, "echo", NULL);
+    json_t *st = NULL;
+    cr_assert_eq(lc_call(c, "launcher.status", NULL, &st, 5000), 0);
+    pid_t broker = (pid_t)h_int(json_object_get(st, "broker"), "pid");
+    pid_t echo = (pid_t)h_module_int(c, "echo", "pid");
+    json_decref(st);
+    lc_client_destroy(&c);
+    cr_assert_gt(broker, 0);
+    cr_assert_gt(echo, 0);
+
+    h_stop(l, SIGKILL, 5000);
+    int64_t deadline = lc_mono_ms() + 15000;
+    while (!s_gone(broker) || !s_gone(echo)) {
+        cr_assert(lc_mono_ms() < deadline, "after lc-launch was killed, %s still runs",
+                  s_gone(broker) ? "lc-echo" : "the broker");
+        usleep(10000); /* polling a condition, with the deadline above */
+    }
+    /* The endpoint is free for the system's next start. */
+    proc_t *l2 = h_spawn("launch2", BIN("lc-launch"), path, NULL);
+    c = lc_client_new(NULL, h_bus);
+    cr_assert_eq(lc_connect(c, 10000), 0, "no bus after a new start:\n%s", h_log(l2));
+    h_wait_modules(c, "echo", NULL);
+    lc_client_destroy(&c);
+    h_stop(l2, SIGTERM, 15000);
+}

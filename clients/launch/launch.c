@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -189,6 +190,7 @@ static int s_spawn(child_t *c, const char *program, char **args, char **env, con
     int fds[2];
     if (pipe2(fds, O_CLOEXEC) < 0)
         return -errno;
+    pid_t launcher = getpid();
     pid_t pid = fork();
     if (pid < 0) {
         int e = errno;
@@ -199,6 +201,12 @@ static int s_spawn(child_t *c, const char *program, char **args, char **env, con
     if (pid == 0) {
         /* A process group of its own: Ctrl-C reaches lc-launch, which stops things in order. */
         setpgid(0, 0);
+        /* If lc-launch dies, its system stops (SIGTERM: each process shuts down in order)
+         * rather than running on unsupervised, so that a service manager can start it all
+         * again: a broker left behind would keep the new one from its endpoint. */
+        prctl(PR_SET_PDEATHSIG, SIGTERM);
+        if (getppid() != launcher)
+            _exit(1);
         dup2(fds[1], STDOUT_FILENO);
         dup2(fds[1], STDERR_FILENO);
         sigset_t none;

@@ -39,6 +39,17 @@ fuzz: deps
 	@$(MAKE) --no-print-directory BUILD=build-fuzz CC=clang SANITIZE=1 \
 	    CFLAGS=-fsanitize=fuzzer-no-link fuzz-bins
 	@scripts/fuzz.sh build-fuzz $(FUZZ_SECONDS) $(FUZZ_NAMES)
+	@$(MAKE) --no-print-directory all tests
+	@echo "fuzz: live for $(FUZZ_SECONDS)s: random and mutated messages to a running broker"
+	@status=0; LC_LIVE_FUZZ_SECONDS=$(FUZZ_SECONDS) $(BUILD)/tests/lc-tests --verbose \
+	    --filter 'fuzz/live_fuzz*' >build-fuzz/live.log 2>&1 || status=$$?; \
+	    grep -E 'lc-fuzz-live|calls and|PASS|FAIL|Assert' build-fuzz/live.log; exit $$status
 
-# The suite replays the corpora (tests/test_fuzz.c).
-tests: $(FUZZ_REPLAY)
+# The live fuzz: lc-fuzz-live sends random and mutated messages to a running broker.
+$(BUILD)/tests/lc-fuzz-live: $(BUILD)/obj/tests/fuzz/live.o $(BUILD)/lib/liblc.a
+	@mkdir -p $(@D)
+	@echo "  LD      $@"
+	$(Q)$(CC) $(LDFLAGS_ALL) -o $@ $^ $(PKG_LIBS) -lpthread
+
+# The suite replays the corpora and runs a short live fuzz (tests/test_fuzz.c).
+tests: $(FUZZ_REPLAY) $(BUILD)/tests/lc-fuzz-live
