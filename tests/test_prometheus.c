@@ -879,6 +879,24 @@ Test(prometheus, sighup_takes_new_credentials)
     lc_client_destroy(&c);
 }
 
+/* Valid settings whose server cannot start (a certificate that cannot be read): the module
+ * goes on serving with the old ones rather than ending without metrics. */
+Test(prometheus, sighup_with_a_server_that_cannot_start_keeps_the_old_one)
+{
+    proc_t *prom = NULL;
+    lc_client_t *c = s_bus(NULL, &prom);
+    s_system("      certfile: missing-c.pem\n      keyfile: missing-k.pem\n", NULL);
+    kill(prom->pid, SIGHUP);
+    free(h_wait_log(prom, "back to the old settings", 1, 10000));
+    s_base_from_nth(prom, 2);
+    cr_assert(strncmp(s_base, "http://127.0.0.1:", 17) == 0, "%s", s_base);
+    json_t *m = s_scrape();
+    cr_assert_eq(s_val(m, "lc_broker_up"), 1);
+    json_decref(m);
+    cr_assert(strstr(h_log(prom), "missing-c.pem"), "the file is not named in:\n%s", h_log(prom));
+    lc_client_destroy(&c);
+}
+
 /* ---- With lc-launch ------------------------------------------------------------------- */
 
 Test(prometheus, module_restarts_and_states_from_the_launcher)

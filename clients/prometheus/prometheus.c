@@ -353,24 +353,25 @@ static bool s_loopback(const char *addr)
     return strncmp(addr, "127.", 4) == 0 || strcmp(addr, "::1") == 0;
 }
 
-static int s_serve(lc_client_t *c)
+/* Starts P.http with cfg. */
+static int s_serve(lc_client_t *c, const httpd_config_t *cfg)
 {
     char err[512];
-    P.http = httpd_start(&P.cfg, c, s_http, NULL, err, sizeof err);
+    P.http = httpd_start(cfg, c, s_http, NULL, err, sizeof err);
     if (!P.http) {
         lc_log(c, LC_LOG_ERROR, "%s", err);
         return -1;
     }
-    bool v6 = strchr(P.cfg.listen, ':') != NULL;
-    lc_log(c, LC_LOG_INFO, "serving %s://%s%s%s:%d/metrics%s", P.cfg.certfile ? "https" : "http",
-           v6 ? "[" : "", P.cfg.listen, v6 ? "]" : "", httpd_port(P.http),
-           P.cfg.username ? " (basic auth)" : "");
-    if (!s_loopback(P.cfg.listen) && (!P.cfg.username || !P.cfg.certfile))
+    bool v6 = strchr(cfg->listen, ':') != NULL;
+    lc_log(c, LC_LOG_INFO, "serving %s://%s%s%s:%d/metrics%s", cfg->certfile ? "https" : "http",
+           v6 ? "[" : "", cfg->listen, v6 ? "]" : "", httpd_port(P.http),
+           cfg->username ? " (basic auth)" : "");
+    if (!s_loopback(cfg->listen) && (!cfg->username || !cfg->certfile))
         lc_log(c, LC_LOG_WARNING,
                "listening on %s%s%s: set username, password, certfile and keyfile, or listen "
                "on 127.0.0.1",
-               P.cfg.listen, P.cfg.username ? "" : " without basic auth",
-               P.cfg.certfile ? "" : " without TLS");
+               cfg->listen, cfg->username ? "" : " without basic auth",
+               cfg->certfile ? "" : " without TLS");
     return 0;
 }
 
@@ -464,7 +465,7 @@ static void s_set_gauge_value(lc_request_t *req, json_t *args, void *arg)
 static void s_on_passive(lc_client_t *c, void *arg)
 {
     (void)arg;
-    if (s_serve(c) < 0) {
+    if (s_serve(c, &P.cfg) < 0) {
         P.failed = true;
         lc_stop(c);
     }
@@ -494,10 +495,18 @@ static void s_on_reload(lc_client_t *c, void *arg)
         P.cfg = cfg;
         return;
     }
+    /* The old server goes first: the new one may want the same port. */
     httpd_destroy(&P.http);
-    httpd_config_clear(&P.cfg);
-    P.cfg = cfg;
-    if (s_serve(c) < 0) {
+    if (s_serve(c, &cfg) == 0) {
+        httpd_config_clear(&P.cfg);
+        P.cfg = cfg;
+        return;
+    }
+    /* A certificate that cannot be read, a port taken meanwhile...: metrics with the old
+     * settings are better than none. */
+    httpd_config_clear(&cfg);
+    lc_log(c, LC_LOG_ERROR, "the new settings cannot serve (above): back to the old settings");
+    if (s_serve(c, &P.cfg) < 0) {
         P.failed = true;
         lc_stop(c);
     }
