@@ -135,6 +135,7 @@ typedef struct {
     const char *userpwd; /* "user:password" for basic auth */
     const char *cafile;  /* TLS: the certificate to trust */
     const char *resolve; /* "localhost:PORT:127.0.0.1" */
+    const char *header;  /* one more request header, "Name: value" */
 } req_opts_t;
 
 /* One request with libcurl; the connection is not reused. */
@@ -168,6 +169,11 @@ static resp_t s_request(const char *url, const req_opts_t *o)
     }
     if (o && o->cafile)
         curl_easy_setopt(h, CURLOPT_CAINFO, o->cafile);
+    struct curl_slist *extra = NULL;
+    if (o && o->header) {
+        extra = curl_slist_append(NULL, o->header);
+        curl_easy_setopt(h, CURLOPT_HTTPHEADER, extra);
+    }
     if (o && o->resolve) {
         resolve = curl_slist_append(NULL, o->resolve);
         curl_easy_setopt(h, CURLOPT_RESOLVE, resolve);
@@ -179,6 +185,7 @@ static resp_t s_request(const char *url, const req_opts_t *o)
     snprintf(r.ctype, sizeof r.ctype, "%s", ct ? ct : "");
     curl_easy_cleanup(h);
     curl_slist_free_all(resolve);
+    curl_slist_free_all(extra);
     r.body = body.buf ? body.buf : strdup("");
     r.len = body.len;
     r.headers = head.buf ? head.buf : strdup("");
@@ -441,6 +448,9 @@ Test(prometheus, set_gauge_value_as_the_seed_example)
                          "label_room", "hall \"north\"\\\n", "label_floor", "1"));
     s_gauge(c, json_pack("{s:s, s:f, s:s, s:s}", "metric", "room_temperature", "value", 21.25,
                          "label_floor", "2", "label_room", "kitchen"));
+    /* HELP text escapes its backslashes and line ends. */
+    s_gauge(c, json_pack("{s:s, s:i, s:s}", "metric", "escaped_help", "value", 1, "documentation",
+                         "two\nlines, one \\ backslash"));
     /* A labelled metric shows a label set once it has a value. */
     s_gauge(c, json_pack("{s:s, s:s}", "metric", "later", "label_x", "a"));
     m = s_scrape_with(NULL, &text);
@@ -450,6 +460,7 @@ Test(prometheus, set_gauge_value_as_the_seed_example)
     cr_assert_eq(s_val(m, "room_temperature{floor=\"1\",room=\"hall \\\"north\\\"\\\\\\n\"}"), -2.5,
                  "%s", h_dump(m));
     cr_assert_eq(s_val(m, "room_temperature{floor=\"2\",room=\"kitchen\"}"), 21.25);
+    cr_assert(strstr(text, "# HELP escaped_help two\\nlines, one \\\\ backslash\n"), "%s", text);
     cr_assert(strstr(text, "# TYPE later gauge\n"));
     cr_assert_null(strstr(text, "later{"));
     free(text);
@@ -592,6 +603,19 @@ static void s_auth_cases(const char *password)
     json_t *m = s_scrape_with(&(req_opts_t){.userpwd = up}, NULL);
     cr_assert_eq(s_val(m, "lc_broker_up"), 1);
     json_decref(m);
+    /* Another scheme, bad base64, no ':' between user and password: 403, not the metrics. */
+    static const char *const malformed[] = {
+        "Authorization: Bearer c2NyYXBlcjpwdw==",
+        "Authorization: Basic !!!not-base64!!!",
+        "Authorization: Basic c2NyYXBlcg==", /* "scraper" */
+        "Authorization: Basic",
+    };
+    for (size_t i = 0; i < sizeof malformed / sizeof malformed[0]; i++) {
+        r = s_get("/metrics", &(req_opts_t){.header = malformed[i]});
+        cr_assert_eq(r.status, 403, "%s: %ld", malformed[i], r.status);
+        cr_assert_null(strstr(r.body, "lc_broker_up"));
+        s_resp_free(&r);
+    }
     /* Other paths ask for the credentials too. */
     r = s_get("/other", NULL);
     cr_assert_eq(r.status, 401, "%ld", r.status);
