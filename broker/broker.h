@@ -18,8 +18,8 @@ typedef struct {
     int call_timeout_ms;    /* for calls that carry no timeout */
     size_t max_queue;       /* items queued for all modules together */
     size_t max_backlog;     /* items queued for one module */
-    size_t max_sent;        /* items one module's sends may have queued or in flight (0: half of
-                               max_queue) */
+    size_t max_sent;        /* tasks and events one module's sends may have queued or in flight,
+                               an event once (0: half of max_queue) */
     int window;             /* items delivered to a module ahead of completion */
     int grace_ms;           /* how long a gone module's backlog waits for it */
     int start_timeout_ms;   /* expected modules not passive by then are named, others go on */

@@ -82,7 +82,8 @@ struct module {
     bool unreachable;   /* a send found its connection closed: removed at the loop's top */
     bool shutdown_asked; /* exit: this module was told to shut down */
     int64_t exited_at;   /* its process ended (pidfd); removed EXIT_GRACE_MS later */
-    size_t sent_queued; /* tasks and event copies it sent that are queued or in flight */
+    size_t sent_queued; /* tasks and events it sent that are queued or in flight (an event
+                           once, however many copies) */
     struct {
         uint64_t calls_in, calls_out, tasks_in, events_in, delivered, done, failed, dropped, lost,
             redelivered, sends_refused;

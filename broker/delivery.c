@@ -141,11 +141,14 @@ static void s_enqueue(broker_t *self, module_t *m, bq_item_t *it)
     if (it->work) {
         self->work++;
         self->busy = true;
-        /* Counted against its sender until it is done or discarded (--max-sent). */
-        module_t *src = broker_module_find(self, it->source, strlen(it->source));
-        if (src) {
-            src->sent_queued++;
-            it->counted = true;
+        /* Counted against its sender until it is done or discarded (--max-sent): an event
+         * once, however many copies (they share the payload), so that subscribers that
+         * are slow or gone do not multiply it. */
+        it->counted = true;
+        if (it->payload->counted++ == 0) {
+            module_t *src = broker_module_find(self, it->source, strlen(it->source));
+            if (src)
+                src->sent_queued++;
         }
     }
 }
@@ -155,7 +158,7 @@ static void s_item_retire(broker_t *self, bq_item_t *it)
 {
     if (it->work)
         self->work--;
-    if (it->counted) {
+    if (it->counted && --it->payload->counted == 0) {
         /* The sender may have gone and come back as a new module since: never below 0. */
         module_t *src = broker_module_find(self, it->source, strlen(it->source));
         if (src && src->sent_queued > 0)

@@ -12,6 +12,7 @@ blob_t *blob_new(const void *data, size_t len)
         return NULL;
     atomic_init(&b->refs, 1);
     b->len = (uint32_t)len;
+    b->counted = 0;
     if (len)
         memcpy(b->data, data, len);
     return b;

@@ -15,6 +15,7 @@
 typedef struct {
     _Atomic uint32_t refs; /* ZeroMQ's I/O thread drops its reference after sending */
     uint32_t len;
+    uint32_t counted; /* copies counted against the sender (broker thread only; --max-sent) */
     char data[];
 } blob_t;
 

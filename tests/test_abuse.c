@@ -648,6 +648,8 @@ Test(abuse, a_thousand_connections_at_once)
                 int before = got[i];
                 if (m.h.type == LC_MSG_WELCOME)
                     got[i] |= 1;
+                else if (m.h.type == LC_MSG_PONG && m.h.seq == 0)
+                    continue; /* the broker's probe of a connection silent for 5 s */
                 else if (m.h.type == LC_MSG_REPLY && m.h.seq == call_seq[i]) {
                     json_t *p = json_loads(m.payload, 0, NULL);
                     cr_assert_eq(json_integer_value(json_object_get(p, "i")), i, "%s", m.payload);
