@@ -17,8 +17,9 @@ for name in "$@"; do
     mkdir -p "$corpus"
     log="$build/fuzz-$name.log"
     echo "fuzz: $name for ${seconds}s (log: $log)"
-    # -timeout: an input taking 10 s is a stall; -rss_limit_mb: memory must stay bounded.
-    if ! "$bin" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
+    # -timeout: an input taking 60 s is a stall (wall-clock time: generous, so that a
+    # loaded machine is not taken for one); -rss_limit_mb: memory must stay bounded.
+    if ! "$bin" -max_total_time="$seconds" -timeout=60 -rss_limit_mb=2048 \
         -print_final_stats=1 -artifact_prefix="$build/crashes/$name-" \
         "$corpus" "tests/fuzz/corpus/$name" >"$log" 2>&1; then
         echo "fuzz: $name FAILED; the end of $log:" >&2

@@ -218,10 +218,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     lc_hdr_encode(&h, hb);
     s_send(hb, "fz.sync", "fuzz", "{}");
     synced = false;
-    int rc = s_run_until(&synced, 3000);
+    int rc = s_run_until(&synced, 20000);
     if (rc < 0) {
         fprintf(stderr, "fuzz_client: the client stalled: the sync call after the input was "
-                        "not answered within 3 s\n");
+                        "not answered within 20 s\n");
         abort();
     }
     if (rc == 0) {
@@ -232,7 +232,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         lc_hdr_encode(&h, hb);
         synced = false;
         s_send(hb, "fz.sync", "fuzz", "{}");
-        if (s_run_until(&synced, 3000) != 1) {
+        if (s_run_until(&synced, 20000) != 1) {
             fprintf(stderr, "fuzz_client: a new client did not answer the sync call\n");
             abort();
         }
