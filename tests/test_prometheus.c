@@ -516,6 +516,30 @@ Test(prometheus, set_gauge_value_refusals_say_why)
     lc_client_destroy(&c);
 }
 
+/* At the limit of label sets, a call that would create a metric with its first label set is
+ * refused as a whole: the metric is not created either (its labels are not fixed by it). */
+Test(prometheus, a_refused_first_label_set_creates_no_metric)
+{
+    lc_client_t *c = s_bus(NULL, NULL);
+    for (int i = 0; i < 10000; i++) {
+        char v[16];
+        snprintf(v, sizeof v, "%d", i);
+        s_gauge(c, json_pack("{s:s, s:i, s:s}", "metric", "many", "value", 1, "label_i", v));
+    }
+    s_refused(c, json_pack("{s:s, s:i, s:s}", "metric", "fresh", "value", 1, "label_a", "x"),
+              "already 10000 label sets");
+    /* Not created: another label set is refused for the limit, not for its labels. */
+    s_refused(c, json_pack("{s:s, s:i, s:s}", "metric", "fresh", "value", 1, "label_b", "y"),
+              "already 10000 label sets");
+    json_t *m = s_scrape();
+    cr_assert_not(s_has(m, "fresh{a=\"x\"}"));
+    json_decref(m);
+    resp_t r = s_get("/metrics", NULL);
+    cr_assert_null(strstr(r.body, "# TYPE fresh gauge"), "fresh is in the exposition");
+    s_resp_free(&r);
+    lc_client_destroy(&c);
+}
+
 Test(prometheus, the_simple_example_sets_its_gauges)
 {
     lc_client_t *c = s_bus(NULL, NULL);

@@ -44,20 +44,25 @@ static void s_strings_free(char **v, size_t n)
     free(v);
 }
 
+/* Frees what m holds, and its series from the count over all metrics. */
+static void s_metric_free(gauges_t *self, metric_t *m)
+{
+    for (size_t s = 0; s < m->nseries; s++)
+        s_strings_free(m->series[s].values, m->nlabels);
+    self->nseries -= m->nseries;
+    free(m->series);
+    s_strings_free(m->labels, m->nlabels);
+    free(m->name);
+    free(m->help);
+}
+
 void gauges_destroy(gauges_t **self_p)
 {
     gauges_t *self = *self_p;
     if (!self)
         return;
-    for (size_t i = 0; i < self->nmetrics; i++) {
-        metric_t *m = &self->metrics[i];
-        for (size_t s = 0; s < m->nseries; s++)
-            s_strings_free(m->series[s].values, m->nlabels);
-        free(m->series);
-        s_strings_free(m->labels, m->nlabels);
-        free(m->name);
-        free(m->help);
-    }
+    for (size_t i = 0; i < self->nmetrics; i++)
+        s_metric_free(self, &self->metrics[i]);
     free(self->metrics);
     pthread_mutex_destroy(&self->lock);
     free(self);
@@ -283,6 +288,7 @@ int gauges_set(gauges_t *self, json_t *args, char *err, size_t errlen)
         return -1;
     double v = json_is_boolean(value) ? (json_is_true(value) ? 1 : 0) : json_number_value(value);
     int rc = -1;
+    bool created = false;
     pthread_mutex_lock(&self->lock);
     metric_t *m = s_find(self, name);
     if (m) {
@@ -312,6 +318,7 @@ int gauges_set(gauges_t *self, json_t *args, char *err, size_t errlen)
             snprintf(err, errlen, "set_gauge_value: out of memory");
             goto done;
         }
+        created = true;
         /* As the Prometheus client library has it: a gauge without labels exists (at 0)
          * from its creation, a labelled one shows each label set once it is set. */
         if (n == 0 && s_add_series(self, m, labels, 0) < 0) {
@@ -343,6 +350,10 @@ int gauges_set(gauges_t *self, json_t *args, char *err, size_t errlen)
     }
     rc = 0;
 done:
+    /* A refused call changes nothing: a metric it created (the last one) goes, or its
+     * label names would stay fixed by a call that failed. */
+    if (rc < 0 && created)
+        s_metric_free(self, &self->metrics[--self->nmetrics]);
     pthread_mutex_unlock(&self->lock);
     return rc;
 }
