@@ -3,7 +3,7 @@
  * connections at once, a handler that runs forever, names at and beyond the limits,
  * payloads that are not JSON, a broker restart under all of it, a broker short of
  * descriptors, and a connection closed without BYE (a known defect, disabled).
- * docs/reliability-abuse.md says what each test proves. */
+ * docs/reliability.md ("Abusive and unlucky peers") says what each test proves. */
 #include "harness.h"
 #include "wire.h"
 

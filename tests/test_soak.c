@@ -3,7 +3,7 @@
  * answer is right, every event reaches every subscriber in order, no process opens more
  * descriptors after warm-up, and every process exits 0 (under the ASan build: with no
  * leak report). Memory only with a generous bound: a short run on a shared machine says
- * little about growth; `make soak` does (docs/reliability-soak.md). */
+ * little about growth; `make soak` does (docs/reliability.md). */
 #include "harness.h"
 
 #include <criterion/criterion.h>

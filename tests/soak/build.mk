@@ -1,6 +1,6 @@
 # lc-soak: `make soak` runs 1,000,000 calls and 1,000,000 events through one broker and a
 # few lc-echo modules, sampling every process's RSS and open descriptors, and fails when
-# one grows after warm-up (docs/reliability-soak.md). SOAK_ARGS passes options, e.g.
+# one grows after warm-up (docs/reliability.md). SOAK_ARGS passes options, e.g.
 # `make soak SOAK_ARGS="--calls 100000 --events 100000 --csv soak.csv"`.
 # `make soak-leaks` runs a shorter soak with every process under valgrind memcheck.
 # The suite runs a short soak too (tests/test_soak.c, suite `soak`).

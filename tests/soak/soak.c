@@ -1,7 +1,7 @@
 /*
  * lc-soak: a long run of calls and events through one broker and a few lc-echo modules,
  * watching every process's memory (VmRSS) and open file descriptors as it goes
- * (docs/reliability-soak.md).
+ * (docs/reliability.md).
  *
  * One program in four roles. The driver (the default) starts lc-broker, the lc-echo
  * modules and, by running itself again with --role, the load: callers that call
@@ -1106,7 +1106,7 @@ static void s_usage(FILE *out)
             "\n"
             "Exit status: 0 when every call was answered correctly, every subscriber got every\n"
             "event, every process stayed within the goals and exited 0 without leak reports;\n"
-            "1 otherwise; 2 on a usage or start-up error. See docs/reliability-soak.md.\n");
+            "1 otherwise; 2 on a usage or start-up error. See docs/reliability.md.\n");
 }
 
 static long long s_num(const char *opt, const char *v, long long min)
