@@ -1,8 +1,10 @@
 /* lc-prometheus: /metrics through a real broker (and lc-launch for restarts), checked by
  * tests/check_metrics.py (the Prometheus client library's parser plus strict checks of
  * the format); the broker's call-latency histogram; set_gauge_value with the seed's
- * arguments and its refusals; 404, 405 and HEAD; basic auth with plain and crypt(3)
- * passwords; TLS; the default listen address; a scrape without a broker. */
+ * arguments and its refusals (a refused call changes nothing); 404, 405 and HEAD; basic
+ * auth with plain and crypt(3) passwords and malformed headers; TLS; the default listen
+ * address; a scrape without a broker; SIGHUP (new credentials, settings with errors, and
+ * settings that cannot serve: the old ones stay). */
 #include "harness.h"
 #include "wire.h" /* lc_mono_ms() */
 
