@@ -17,6 +17,9 @@ for pair in $pairs; do
         missing="$missing $package"
     fi
 done
+# The tests make TLS certificates with openssl, and run lc as another user with setpriv.
+command -v openssl >/dev/null 2>&1 || missing="$missing openssl"
+command -v setpriv >/dev/null 2>&1 || missing="$missing util-linux"
 # The tests check /metrics with the Prometheus client library's own parser.
 /usr/bin/python3 -c 'import prometheus_client.parser' >/dev/null 2>&1 ||
     missing="$missing python3-prometheus-client"
