@@ -384,10 +384,22 @@ Test(robust, crashing_task_is_not_redelivered)
 
 /* ---- The launcher dies ---------------------------------------------------------------- */
 
-/* Whether a process is gone (not even a zombie of ours: these are lc-launch's children). */
+/* Whether a process has ended: it no longer exists, or it is a zombie waiting for whoever
+ * inherited it (lc-launch's children go to init, or to a subreaper, when it dies). */
 static bool s_gone(pid_t pid)
 {
-    return kill(pid, 0) < 0;
+    if (kill(pid, 0) < 0)
+        return true;
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return true;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    const char *paren = strrchr(buf, ')'); /* the state follows the command's name */
+    return paren && paren[1] == ' ' && paren[2] == 'Z';
 }
 
 /* lc-launch killed with SIGKILL: the broker and the modules it started get SIGTERM and
