@@ -106,7 +106,38 @@ static bool s_gid_listed(const access_list_t *self, gid_t gid)
     return false;
 }
 
-bool access_allowed(const access_list_t *self, uid_t uid, gid_t gid)
+/* The supplementary groups of a running process, from the kernel (/proc/PID/status, line
+ * "Groups:"): what it may really use, not what the user database says. */
+static bool s_proc_in_groups(const access_list_t *self, pid_t pid)
+{
+    char path[64], line[4096];
+    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return false;
+    bool found = false;
+    while (!found && fgets(line, sizeof line, f)) {
+        if (strncmp(line, "Groups:", 7) != 0)
+            continue;
+        char *p = line + 7, *end;
+        for (;;) {
+            errno = 0;
+            unsigned long g = strtoul(p, &end, 10);
+            if (end == p || errno)
+                break;
+            if (s_gid_listed(self, (gid_t)g)) {
+                found = true;
+                break;
+            }
+            p = end;
+        }
+        break;
+    }
+    fclose(f);
+    return found;
+}
+
+bool access_allowed(const access_list_t *self, uid_t uid, gid_t gid, pid_t pid)
 {
     if (uid == geteuid())
         return true;
@@ -115,21 +146,7 @@ bool access_allowed(const access_list_t *self, uid_t uid, gid_t gid)
             return true;
     if (!self->ngids)
         return false;
-    if (s_gid_listed(self, gid))
-        return true;
-    /* Supplementary groups are not in the socket's credentials: the group database says. */
-    struct passwd pw, *found = NULL;
-    char buf[4096];
-    if (getpwuid_r(uid, &pw, buf, sizeof buf, &found) != 0 || !found)
-        return false;
-    gid_t groups[256];
-    int n = 256;
-    if (getgrouplist(pw.pw_name, pw.pw_gid, groups, &n) < 0)
-        n = 256; /* more than fit: check those that did */
-    for (int i = 0; i < n; i++)
-        if (s_gid_listed(self, groups[i]))
-            return true;
-    return false;
+    return s_gid_listed(self, gid) || (pid > 0 && s_proc_in_groups(self, pid));
 }
 
 void access_describe(const access_list_t *self, char *buf, size_t size)

@@ -28,10 +28,12 @@ int access_add_groups(access_list_t *self, const char *list, char *err, size_t e
 /* A group's id from its name or number. Returns 0, or -1 if there is no such group. */
 int access_group_id(const char *name, gid_t *out);
 
-/* Whether a peer with this uid and primary gid may use the bus: it is the broker's own
- * effective uid, a listed user, or a member of a listed group (its primary group, or a
- * supplementary one from the group database). */
-bool access_allowed(const access_list_t *self, uid_t uid, gid_t gid);
+/* Whether a peer with this uid, gid and pid (from the kernel) may use the bus: it is the
+ * broker's own effective uid, a listed user, or its process is in a listed group (its gid,
+ * or one of the supplementary groups the kernel gives the process in /proc/PID/status;
+ * read from the kernel, not the user database, so a process that dropped a group is not
+ * let in by it and no name service is asked from the broker's loop). */
+bool access_allowed(const access_list_t *self, uid_t uid, gid_t gid, pid_t pid);
 
 /* "uids 1001, 1002; groups 20" for messages ("" for an empty list). */
 void access_describe(const access_list_t *self, char *buf, size_t size);

@@ -336,14 +336,20 @@ static int s_mkdirs(const char *path, long gid, char *err, size_t errlen)
         snprintf(err, errlen, "%s is not a folder", buf);
         return -1;
     }
-    /* A folder someone else controls would let them replace our socket. */
+    /* A folder someone else controls, or that others (a group too) may write to, would let
+     * them replace our socket. */
     if ((st.st_uid != geteuid() && st.st_uid != 0) ||
-        ((st.st_mode & S_IWOTH) && !(st.st_mode & S_ISVTX))) {
-        snprintf(err, errlen, "folder %s belongs to uid %u or is writable by others; use a "
-                 "folder of your own (e.g. $XDG_RUNTIME_DIR) or remove it", buf,
-                 (unsigned)st.st_uid);
+        ((st.st_mode & (S_IWOTH | S_IWGRP)) && !(st.st_mode & S_ISVTX))) {
+        snprintf(err, errlen, "folder %s belongs to uid %u or is writable by others (mode %04o); "
+                 "use a folder of your own (e.g. $XDG_RUNTIME_DIR) or remove it", buf,
+                 (unsigned)st.st_uid, (unsigned)(st.st_mode & 07777));
         return -1;
     }
+    /* With a group, its members must be able to pass through the folder. */
+    if (gid >= 0 && !((st.st_mode & S_IXOTH) || ((st.st_mode & S_IXGRP) && st.st_gid == gid)))
+        fprintf(stderr, "lc-broker: warning: members of group %ld cannot reach %s/: the folder "
+                "is mode %04o, group %u; give it to the group with mode 0710\n", gid, buf,
+                (unsigned)(st.st_mode & 07777), (unsigned)st.st_gid);
     return 0;
 }
 
@@ -454,25 +460,49 @@ broker_t *broker_new(const broker_config_t *cfg, char *err, size_t errlen)
                      berr == EADDRINUSE ? " (another broker may be running there)" : "");
             goto fail;
         }
-        if (ipc && cfg->group &&
-            (chown(*ep + 6, (uid_t)-1, cfg->group_id) < 0 || chmod(*ep + 6, 0660) < 0)) {
+        if (ipc)
+            self->ipc_paths[self->nipc++] = strdup(*ep + 6);
+        /* The folder is writable by us alone, so the socket just made cannot be swapped for
+         * a link before it is given to the group; lstat makes sure it is that socket. */
+        struct stat ss;
+        errno = 0;
+        if (ipc && cfg->group && (*ep)[6] != '@' &&
+            (lstat(*ep + 6, &ss) < 0 || !S_ISSOCK(ss.st_mode) || ss.st_uid != geteuid() ||
+             chown(*ep + 6, (uid_t)-1, cfg->group_id) < 0 || chmod(*ep + 6, 0660) < 0)) {
             snprintf(err, errlen, "cannot give the socket %s to group %s: %s (--group)", *ep + 6,
-                     cfg->group, strerror(errno));
+                     cfg->group, errno ? strerror(errno) : "it is not the broker's socket");
             goto fail;
         }
-        if (!ipc && !s_loopback(*ep))
+        if (ipc && (*ep)[6] == '@')
+            broker_log(self, L_WARNING,
+                       "%s is an abstract socket: it has no file permissions, so every local "
+                       "user can connect (the broker still refuses users not allowed at "
+                       "registration); it gets no monitor by default",
+                       *ep);
+        if (!ipc)
+            self->has_tcp = true;
+        if (!ipc && s_loopback(*ep))
+            broker_log(self, L_WARNING,
+                       "%s has no authentication yet: every local user can use the bus "
+                       "through it (the allow-list applies to ipc only)",
+                       *ep);
+        else if (!ipc)
             broker_log(self, L_WARNING,
                        "%s is reachable from the network and tcp has no authentication yet: "
                        "any host that reaches it can use the bus; bind tcp to 127.0.0.1 or a "
                        "trusted network only",
                        *ep);
-        if (ipc)
-            self->ipc_paths[self->nipc++] = strdup(*ep + 6);
         broker_log(self, L_INFO, "listening on %s", *ep);
     }
     const char *monitor = cfg->monitor;
     char derived[PATH_MAX + 16];
-    if (!monitor && self->nipc) {
+    if (!monitor && self->nipc && self->ipc_paths[0][0] == '@') {
+        /* An abstract socket has no permissions: a monitor there would show the whole
+         * traffic to every local user. */
+        broker_log(self, L_WARNING, "no monitor for lc-spy beside the abstract socket %s: it "
+                   "would be readable by every local user; give one with --monitor",
+                   self->ipc_paths[0]);
+    } else if (!monitor && self->nipc) {
         snprintf(derived, sizeof derived, "ipc://%s.spy", self->ipc_paths[0]);
         monitor = derived;
         /* The bus must not fail for want of its optional monitor. */
@@ -482,6 +512,9 @@ broker_t *broker_new(const broker_config_t *cfg, char *err, size_t errlen)
             monitor = NULL;
         }
     }
+    if (monitor && *monitor && strncmp(monitor, "ipc://@", 7) == 0)
+        broker_log(self, L_WARNING, "the monitor %s is an abstract socket: every local user can "
+                   "attach and see the whole traffic; prefer a path", monitor);
     if (monitor && *monitor && broker_tap_open(self, monitor, err, errlen) < 0)
         goto fail;
     return self;

@@ -130,6 +130,7 @@ enum { L_ERROR, L_WARNING, L_INFO, L_DEBUG };
 struct broker {
     broker_config_t cfg;
     int64_t last_probe; /* broker_probe_silent's last sweep */
+    bool has_tcp;       /* some endpoint is tcp: peers without kernel credentials may come */
     void *ctx;
     void *router;
     int epfd;

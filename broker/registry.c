@@ -247,12 +247,25 @@ void broker_probe_silent(broker_t *self, int64_t now)
             if (m->state == MS_GONE || !m->main || m->unreachable || m->exited_at ||
                 now - m->last_seen < PROBE_MS)
                 continue;
+            /* Sent quietly: a connection whose queue is full (a module that stopped
+             * reading) is alive, not unroutable, and is not logged every sweep. */
             lc_hdr_t probe = {.type = LC_MSG_PONG, .id = broker_next_id(self),
                               .time_us = lc_now_us()};
-            if (broker_send_json(self, m->main, &probe, NULL, NULL) == -EHOSTUNREACH) {
-                m->unreachable = true;
-                self->unreachable++;
+            uint8_t hb[LC_HDR_SIZE];
+            lc_hdr_encode(&probe, hb);
+            if (zmq_send(self->router, m->main->rid, m->main->rid_len,
+                         ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) {
+                if (errno == EHOSTUNREACH) {
+                    self->stats.unroutable++;
+                    m->unreachable = true;
+                    self->unreachable++;
+                }
+                continue;
             }
+            zmq_send(self->router, hb, LC_HDR_SIZE, ZMQ_SNDMORE);
+            zmq_send(self->router, "", 0, ZMQ_SNDMORE);
+            zmq_send(self->router, "broker", 6, ZMQ_SNDMORE);
+            zmq_send(self->router, "", 0, 0);
         }
 }
 
@@ -467,8 +480,17 @@ void broker_on_hello(broker_t *self, zmq_msg_t *f, conn_t *c, const lc_hdr_t *h)
     /* Who may use the bus: checked at every HELLO, registration or attachment, since
      * nothing else can be sent before one is accepted. */
     int uid, gid, pid;
-    if (s_peer_ids(&f[1], &uid, &gid, &pid) &&
-        !access_allowed(&self->cfg.allow, (uid_t)uid, (gid_t)gid)) {
+    bool creds = s_peer_ids(&f[1], &uid, &gid, &pid);
+    if (!creds && !self->has_tcp) {
+        /* Only ipc endpoints, where the kernel names every peer: a peer it does not name
+         * cannot be checked, so it is not let in. */
+        self->stats.refused++;
+        broker_error(self, to, h, 0, LC_STATUS_DENIED,
+                     "no kernel credentials for this connection: the broker cannot tell who "
+                     "it is, so it may not use this bus");
+        return;
+    }
+    if (creds && !access_allowed(&self->cfg.allow, (uid_t)uid, (gid_t)gid, (pid_t)pid)) {
         self->stats.refused++;
         if (broker_log_allowed(self, LOG_DENIED))
             broker_log(self, L_WARNING,

@@ -35,16 +35,25 @@ Test(access, the_socket_and_its_folder_are_private_by_default)
     h_stop(b, SIGTERM, 5000);
 }
 
-/* Runs `lc --bus BUS call broker.ping` as user and group 65534 (nobody, nogroup); returns
- * its exit status, its output in the log `name`. */
-static int s_ping_as_nobody(const char *name, proc_t **p)
+/* Runs `lc --bus BUS call broker.ping` as user 65534 (nobody) with group `regid` and the
+ * supplementary groups `groups` (NULL: none); returns its exit status, its output in the
+ * log `name`. */
+static int s_ping_as(const char *name, const char *regid, const char *groups, proc_t **p)
 {
-    char *argv[] = {"/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", BIN("lc"),
-                    "--bus", h_bus, "--timeout", "3000", "call", "broker.ping", NULL};
+    char gopt[64], ropt[64];
+    snprintf(ropt, sizeof ropt, "--regid=%s", regid);
+    snprintf(gopt, sizeof gopt, groups ? "--groups=%s" : "--clear-groups", groups);
+    char *argv[] = {"/usr/bin/setpriv", "--reuid=65534", ropt, gopt, BIN("lc"), "--bus", h_bus,
+                    "--timeout", "3000", "call", "broker.ping", NULL};
     *p = h_spawnv(name, argv);
     int status = h_wait_exit(*p, 20000);
     cr_assert(WIFEXITED(status), "lc as nobody did not exit: %d\n%s", status, h_log(*p));
     return WEXITSTATUS(status);
+}
+
+static int s_ping_as_nobody(const char *name, proc_t **p)
+{
+    return s_ping_as(name, "65534", NULL, p);
 }
 
 static void s_need_root(void)
@@ -95,6 +104,48 @@ Test(access, allowed_users_and_groups_may_use_the_bus)
                      h_log(p));
         h_stop(b, SIGTERM, 5000);
     }
+}
+
+/* The groups that count are the process's own, from the kernel: a supplementary group
+ * lets it in (as it lets it through the socket's mode), whatever the user database says. */
+Test(access, a_supplementary_group_of_the_process_counts)
+{
+    s_need_root();
+    cr_assert_eq(chmod(h_dir, 0711), 0);
+    snprintf(h_bus, sizeof h_bus, "ipc://%s/bus", h_dir);
+    proc_t *b = h_broker("--group", "nogroup", "--allow-group", "nogroup", NULL);
+    proc_t *p;
+    /* gid 12345 (no such group), nogroup only as a supplementary group. */
+    int rc = s_ping_as("supplementary", "12345", "65534", &p);
+    cr_expect_eq(rc, 0, "a process in nogroup (supplementary) was refused:\n%s", h_log(p));
+    rc = s_ping_as("other", "12345", "12346", &p);
+    cr_expect_neq(rc, 0, "a process outside nogroup got in:\n%s", h_log(p));
+    h_stop(b, SIGTERM, 5000);
+
+    /* The socket is the group users' (100), and nogroup is allowed: a process of nobody
+     * (whose group in the user database is nogroup) that reaches the socket through users
+     * but runs without nogroup is refused by the broker. */
+    snprintf(h_bus, sizeof h_bus, "ipc://%s/bus2", h_dir);
+    b = h_broker("--group", "users", "--allow-group", "nogroup", NULL);
+    rc = s_ping_as("dropped", "12345", "100", &p);
+    cr_expect_neq(rc, 0, "a process without nogroup got in:\n%s", h_log(p));
+    cr_expect(strstr(h_log(p), "uid 65534 may not use this bus"), "%s", h_log(p));
+    h_stop(b, SIGTERM, 5000);
+}
+
+/* A folder others of a group may write to would let them replace the socket. */
+Test(access, a_group_writable_folder_is_refused)
+{
+    char dir[400];
+    snprintf(dir, sizeof dir, "%s/shared", h_dir);
+    cr_assert_eq(mkdir(dir, 0770), 0);
+    cr_assert_eq(chmod(dir, 0770), 0);
+    char ep[450];
+    snprintf(ep, sizeof ep, "ipc://%s/bus", dir);
+    proc_t *p = h_spawn("groupdir", BIN("lc-broker"), "--endpoint", ep, NULL);
+    int status = h_wait_exit(p, 10000);
+    cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 1, "status %d\n%s", status, h_log(p));
+    cr_expect(strstr(h_log(p), "writable by others"), "%s", h_log(p));
 }
 
 Test(access, bad_allow_lists_and_groups_are_usage_errors)

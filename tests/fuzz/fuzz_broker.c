@@ -31,8 +31,11 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     }
     static char endpoint[128];
     snprintf(endpoint, sizeof endpoint, "ipc://%s/bus", dir);
-    static const char *endpoints[2];
+    /* A tcp endpoint too: the harness's messages carry no kernel credentials, which a broker
+     * with only ipc endpoints refuses at HELLO. */
+    static const char *endpoints[3];
     endpoints[0] = endpoint;
+    endpoints[1] = "tcp://127.0.0.1:*";
     /* Small bounds keep the memory of queued items flat over millions of inputs. */
     broker_config_t cfg = {
         .endpoints = endpoints,
