@@ -248,6 +248,16 @@ int main(int argc, char **argv)
         endpoints[nep++] = fallback;
     }
 
+    /* One stuck consumer holds up to a backlog and a window of a sender's items: a share no
+     * larger would let it refuse everything that sender sends. */
+    size_t share = cfg.max_sent ? cfg.max_sent : (cfg.max_queue + 1) / 2;
+    if (share <= cfg.max_backlog + (size_t)cfg.window)
+        fprintf(stderr,
+                "lc-broker: warning: a module's share of the queue (--max-sent, %zu) is not above "
+                "--max-backlog + --window (%zu): one stuck consumer of its items can make all "
+                "its sends refused\n",
+                share, cfg.max_backlog + (size_t)cfg.window);
+
     /* Blocked before any thread starts, so that only the loop's signalfd sees them. */
     sigset_t mask;
     sigemptyset(&mask);
