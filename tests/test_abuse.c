@@ -405,6 +405,20 @@ static void s_flood_notice(lc_client_t *self, int rc, const char *target, json_t
         n->partial++;
 }
 
+/* A named tool client "flooder" that emits n events "flood" {i} without waiting; its
+ * notices (refusals, losses) are counted in *notes. */
+static lc_client_t *s_flood(int n, flood_notes_t *notes)
+{
+    lc_client_t *flooder = lc_client_new("flooder", h_bus);
+    cr_assert(flooder);
+    lc_client_set_lifecycle(flooder, false);
+    cr_assert_eq(lc_connect(flooder, 5000), 0);
+    lc_on_notice(flooder, s_flood_notice, notes);
+    for (int i = 0; i < n; i++)
+        cr_assert_eq(lc_emit(flooder, "flood", json_pack("{s:i}", "i", i), 0), 0);
+    return flooder;
+}
+
 /* A module floods an event whose one subscriber is stuck: the subscriber's backlog bound
  * caps what the broker keeps, each lost copy is counted and told to the flooder, and the
  * rest of the bus goes on. */
@@ -419,14 +433,8 @@ Test(abuse, an_event_flood_is_bounded_and_others_unaffected)
     h_wait_module_int(c, "slow", "in_flight", 1, 5000);
     json_int_t events0 = h_stat(c, "events");
 
-    lc_client_t *flooder = lc_client_new("flooder", h_bus);
-    cr_assert(flooder);
-    lc_client_set_lifecycle(flooder, false);
-    cr_assert_eq(lc_connect(flooder, 5000), 0);
     flood_notes_t notes = {0};
-    lc_on_notice(flooder, s_flood_notice, &notes);
-    for (int i = 0; i < FLOOD; i++)
-        cr_assert_eq(lc_emit(flooder, "flood", json_pack("{s:i}", "i", i), 0), 0);
+    lc_client_t *flooder = s_flood(FLOOD, &notes);
     /* While the flood is being taken in, the others are served. */
     s_others_served(c, "ok", "ok_ping", 10);
     h_dispatch_until(flooder, &notes.count, FLOOD - BACKLOG, 30000, "the flood's notices");
@@ -451,7 +459,7 @@ Test(abuse, an_event_flood_is_bounded_and_others_unaffected)
     s_broker_exits_cleanly(b);
 }
 
-/* A flooder meets its own bound (--max-sent: the tasks and event copies its sends may have
+/* A flooder meets its own bound (--max-sent: the tasks and events it sent that may be
  * queued or in flight) before the shared total queue fills: its sends are refused (status
  * 13), counted against it (`sends_refused` in broker.list) and in `queue_full`; everyone
  * else's tasks, events and calls go on. When its items drain it may send again. */
@@ -466,14 +474,8 @@ Test(abuse, a_flooder_is_refused_at_its_own_limit_and_others_are_not)
     h_wait_module_int(c, "slow", "in_flight", 1, 5000);
     json_int_t full0 = h_stat(c, "queue_full");
 
-    lc_client_t *flooder = lc_client_new("flooder", h_bus);
-    cr_assert(flooder);
-    lc_client_set_lifecycle(flooder, false);
-    cr_assert_eq(lc_connect(flooder, 5000), 0);
     flood_notes_t notes = {0};
-    lc_on_notice(flooder, s_flood_notice, &notes);
-    for (int i = 0; i < FLOOD; i++)
-        cr_assert_eq(lc_emit(flooder, "flood", json_pack("{s:i}", "i", i), 0), 0);
+    lc_client_t *flooder = s_flood(FLOOD, &notes);
     h_dispatch_until(flooder, &notes.count, FLOOD - SENT, 30000, "the flood's refusals");
     cr_assert_eq(h_stat(c, "queue_full"), full0 + FLOOD - SENT);
     cr_assert_eq(h_module_int(c, "flooder", "sends_refused"), FLOOD - SENT);
@@ -513,14 +515,8 @@ Test(abuse, by_default_a_flooder_holds_at_most_half_the_queue)
     h_enqueue_ok(c, "slow.hold", NULL, 0);
     h_wait_module_int(c, "slow", "in_flight", 1, 5000);
 
-    lc_client_t *flooder = lc_client_new("flooder", h_bus);
-    cr_assert(flooder);
-    lc_client_set_lifecycle(flooder, false);
-    cr_assert_eq(lc_connect(flooder, 5000), 0);
     flood_notes_t notes = {0};
-    lc_on_notice(flooder, s_flood_notice, &notes);
-    for (int i = 0; i < FLOOD; i++)
-        cr_assert_eq(lc_emit(flooder, "flood", json_pack("{s:i}", "i", i), 0), 0);
+    lc_client_t *flooder = s_flood(FLOOD, &notes);
     h_dispatch_until(flooder, &notes.count, FLOOD - QUEUE / 2, 30000, "the flood's refusals");
     cr_assert_eq(h_module_int(c, "flooder", "sent_queued"), QUEUE / 2);
     /* The rest of the queue is everyone else's. */
