@@ -614,6 +614,7 @@ static void s_monitor_events(lc_client_t *self)
                 s_set_reg(self, REG_NONE);
             char why[600];
             snprintf(why, sizeof why, "connection to the broker at %s lost", self->endpoint);
+            lc_log(self, LC_LOG_WARNING, "%s; registering again when it is back", why);
             lcc_fail_all_pending(self, LC_ENOBUS, why);
         }
     }

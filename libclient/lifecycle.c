@@ -52,6 +52,8 @@ static void s_hook(lc_client_t *self, int which)
 static void s_report(lc_client_t *self, int state)
 {
     self->state = state;
+    if (self->reg != REG_DONE)
+        return; /* the broker is away: the next HELLO says the state */
     lc_hdr_t h = {.type = LC_MSG_STATE, .seq = atomic_fetch_add(&self->seq, 1) + 1};
     lcc_send_main(self, &h, lc_state_name(state), NULL, 0, lc_mono_ms() + self->timeout_ms);
 }
@@ -88,7 +90,12 @@ static void s_deactivate(lc_client_t *self)
 void lcc_lifecycle_step(lc_client_t *self)
 {
     /* Hooks run at the top of the loop, never inside a handler (decision 10). */
-    if (self->depth > 0 || self->reg != REG_DONE || !self->lifecycle)
+    if (self->depth > 0 || !self->lifecycle)
+        return;
+    /* Start-up waits for the registration; a command already taken (the module's own
+     * SIGTERM above all) is carried out also while the broker is away: its reports are
+     * then simply not sent. Else lc_timeout() would keep the loop spinning on it. */
+    if (self->reg != REG_DONE && (!self->started || self->ncmds == 0))
         return;
     if (!self->started) {
         self->started = true;

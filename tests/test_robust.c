@@ -441,3 +441,20 @@ Test(robust, a_killed_launcher_takes_its_system_down)
     lc_client_destroy(&c);
     h_stop(l2, SIGTERM, 15000);
 }
+
+/* A module told to stop (SIGTERM) while its broker is away stops: its hooks run and it
+ * exits, instead of waiting (spinning) for a broker that may never come back. */
+Test(robust, sigterm_while_the_broker_is_away_stops_the_module)
+{
+    proc_t *b = h_broker(NULL);
+    proc_t *echo = h_echo("echo");
+    h_stop(b, SIGKILL, 5000);
+    /* The module notices the lost connection (liblc's socket monitor) ... */
+    free(h_wait_log(echo, "connection to the broker", 1, 10000));
+    /* ... and a SIGTERM then ends it, with its shutdown hooks. */
+    kill(echo->pid, SIGTERM);
+    int st = h_wait_exit(echo, 10000);
+    cr_assert(st >= 0, "lc-echo did not stop within 10 s of its SIGTERM with the broker away\n%s",
+              h_log(echo));
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "status %d\n%s", st, h_log(echo));
+}
