@@ -98,12 +98,21 @@ Test(fuzz, live_fuzz_leaves_the_modules_unharmed, .timeout = 7200)
     long rss0 = s_rss_kb(b->pid), rss_max = rss0;
     char corpus[512];
     snprintf(corpus, sizeof corpus, "%s/tests/fuzz/corpus/broker", LC_SOURCE_DIR);
-    /* `make fuzz` runs it longer: LC_LIVE_FUZZ_SECONDS. */
+    /* `make fuzz` runs it longer: LC_LIVE_FUZZ_SECONDS. The load generator's own leak check
+     * is off: under the sanitizers it once reported buffers libzmq kept inside it (not
+     * reproduced alone); what is checked here is the broker and the modules. */
     const char *secs = getenv("LC_LIVE_FUZZ_SECONDS");
+    char *asan = getenv("ASAN_OPTIONS") ? strdup(getenv("ASAN_OPTIONS")) : NULL;
+    setenv("ASAN_OPTIONS", "detect_leaks=0", 1);
     proc_t *f = secs ? h_spawn("live", LC_BUILD_DIR "/tests/lc-fuzz-live", "--bus", h_bus,
                                "--seconds", secs, "--corpus", corpus, NULL)
                      : h_spawn("live", LC_BUILD_DIR "/tests/lc-fuzz-live", "--bus", h_bus,
                                "--messages", "100000", "--seed", "7", "--corpus", corpus, NULL);
+    if (asan)
+        setenv("ASAN_OPTIONS", asan, 1);
+    else
+        unsetenv("ASAN_OPTIONS");
+    free(asan);
     int calls = 0, events = 0, got_a = 0, got_b = 0;
     const char *me = lc_client_name(c);
     int64_t t0 = lc_mono_ms(), next_sample = t0 + 10000;
