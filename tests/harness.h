@@ -109,6 +109,14 @@ char *h_dump(json_t *v);
 /* lc_enqueue_wait that must be accepted. Steals args. */
 void h_enqueue_ok(lc_client_t *c, const char *target, json_t *args, int priority);
 
+/* The outcome of an lc_call_async(): h_outcome counts the completions and keeps the last
+ * code (arg is an h_outcome_t). */
+typedef struct {
+    int calls;
+    int rc;
+} h_outcome_t;
+void h_outcome(lc_client_t *self, int rc, json_t *result, void *arg);
+
 /* Joins n threads, then stops the client's loop: run it in a thread of its own while the
  * loop thread runs lc_run(). */
 typedef struct {

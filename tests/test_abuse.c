@@ -683,20 +683,6 @@ Test(abuse, a_thousand_connections_at_once)
 
 /* ---- A handler that runs forever ----------------------------------------------------- */
 
-typedef struct {
-    int calls;
-    int rc;
-} outcome_t;
-
-static void s_outcome(lc_client_t *self, int rc, json_t *result, void *arg)
-{
-    (void)self;
-    (void)result;
-    outcome_t *o = arg;
-    o->calls++;
-    o->rc = rc;
-}
-
 /* A call holds the module's loop (echo `block`): later callers get their own deadline
  * (LC_ETIMEDOUT), which the broker counts in `timeouts` and forgets; the module's tasks wait
  * and are accounted (its window in flight, the rest in its backlog); others are served; and
@@ -708,8 +694,8 @@ Test(abuse, a_handler_that_runs_forever)
     proc_t *stuck = h_echo_with("stuck", "--window", "4", NULL);
     h_echo_with("ok", "--listen", "ok_ping", NULL);
     lc_client_t *c = h_client();
-    outcome_t first = {0};
-    int rc = lc_call_async(c, "stuck.block", json_pack("{s:i}", "ms", 600000), 600000, s_outcome,
+    h_outcome_t first = {0};
+    int rc = lc_call_async(c, "stuck.block", json_pack("{s:i}", "ms", 600000), 600000, h_outcome,
                            &first);
     cr_assert_eq(rc, 0, "%s", lc_strerror(rc));
     h_wait_module_int(c, "stuck", "calls_in", 1, 5000);
@@ -815,9 +801,9 @@ Test(abuse, names_at_and_beyond_the_limits)
     snprintf(extra, sizeof extra, "\"lifecycle\":false,\"methods\":[{\"name\":\"%s\"}]", m64);
     seq = s_raw_hello(mod, "meth", extra);
     s_raw_expect(mod, LC_MSG_WELCOME, seq, &m, "HELLO with a method of 64 bytes");
-    outcome_t o = {0};
+    h_outcome_t o = {0};
     snprintf(target, sizeof target, "meth.%s", m64);
-    cr_assert_eq(lc_call_async(c, target, NULL, 5000, s_outcome, &o), 0);
+    cr_assert_eq(lc_call_async(c, target, NULL, 5000, h_outcome, &o), 0);
     cr_assert(s_raw_recv(mod, &m, 5000), "the call of a 64-byte method did not arrive");
     cr_assert_eq(m.h.type, LC_MSG_CALL);
     cr_assert_str_eq(m.address, target); /* a CALL keeps its address */

@@ -628,20 +628,6 @@ Test(queue, threads_enqueue_each_task_once)
 
 /* ---- 12. A handler that never returns stalls only its own module -------------------- */
 
-typedef struct {
-    int calls;
-    int rc;
-} outcome_t;
-
-static void s_outcome(lc_client_t *self, int rc, json_t *result, void *arg)
-{
-    (void)self;
-    (void)result;
-    outcome_t *o = arg;
-    o->calls++;
-    o->rc = rc;
-}
-
 static void s_others_keep_working(lc_client_t *c)
 {
     int64_t t0 = lc_mono_ms();
@@ -671,8 +657,8 @@ Test(queue, stuck_call_handler_does_not_stall_others)
     h_echo_with("stuck", NULL);
     h_echo_with("ok", "--listen", "ok_ping", NULL);
     lc_client_t *c = h_client();
-    outcome_t o = {0};
-    int rc = lc_call_async(c, "stuck.block", json_pack("{s:i}", "ms", 60000), 60000, s_outcome, &o);
+    h_outcome_t o = {0};
+    int rc = lc_call_async(c, "stuck.block", json_pack("{s:i}", "ms", 60000), 60000, h_outcome, &o);
     cr_assert_eq(rc, 0, "%s", lc_strerror(rc));
     h_wait_module_int(c, "stuck", "calls_in", 1, 5000);
     h_enqueue_ok(c, "stuck.record", NULL, 0); /* waits behind it, harmlessly */
