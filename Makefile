@@ -25,11 +25,11 @@ VERSION := $(shell sed -n 's/^\#define LC_VERSION "\(.*\)"/\1/p' libclient/lc.h)
 LIB_SRC := libclient/client.c libclient/call.c libclient/queue.c libclient/lifecycle.c \
            libclient/module.c \
            libclient/thread.c libclient/timer.c \
-           libclient/wire.c libclient/idmap.c libclient/heap.c config/cfg.c
+           libclient/wire.c libclient/idmap.c libclient/heap.c libclient/ledger.c config/cfg.c
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 
 BROKER_SRC := broker/main.c broker/broker.c broker/registry.c broker/calls.c broker/delivery.c \
-              broker/queue.c broker/lifecycle.c broker/tap.c broker/access.c
+              broker/queue.c broker/lifecycle.c broker/tap.c broker/access.c broker/ledger.c
 CLIENTS_COMMON := clients/common.c
 # lc-web and lc-prometheus serve HTTP through clients/httpd.c (libmicrohttpd, crypt(3)).
 HTTPD_SRC := clients/httpd.c

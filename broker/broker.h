@@ -61,6 +61,7 @@ typedef struct {
     uint64_t dropped;        /* event copies lost to a subscriber's full backlog */
     uint64_t lost;           /* items discarded: in flight at a crash, or past the grace time */
     uint64_t redelivered;    /* delivered items put back after their module went away */
+    uint64_t ledger_done;    /* completions read from a dead module's ledger, its DONE lost */
     uint64_t idle;           /* busy -> idle transitions */
     uint64_t not_active;     /* sends refused because the sender was not active */
     uint64_t tap_dropped;    /* monitor records a spy could not take in time */

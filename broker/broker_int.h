@@ -70,6 +70,7 @@ struct module {
     bool has_creds;
     int pid, uid, gid;
     int pidfd;
+    int ledger_fd; /* its ledger (wire.h), opened through /proc/PID/fd; -1: none */
     int hb_ms;
     int64_t last_seen;
     int64_t gone_since;
@@ -282,6 +283,10 @@ int broker_subs_validate(json_t *patterns, char *err, size_t errlen);
 int broker_subs_set(broker_t *self, module_t *m, json_t *patterns, char *err, size_t errlen);
 void broker_subs_clear(broker_t *self, module_t *m);
 void broker_inflight_lost(broker_t *self, module_t *m, bool crashed);
+/* ledger.c: the ledger a module on ipc named in its HELLO (-1 when there is none or it cannot
+ * be opened), and what it holds: the slots, or NULL. */
+int broker_ledger_open(broker_t *self, const module_t *m, json_t *hello);
+uint8_t *broker_ledger_read(int fd, uint32_t *nslots, bool *complete);
 void broker_queue_discard(broker_t *self, module_t *m);
 
 #endif

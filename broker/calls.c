@@ -151,6 +151,7 @@ static json_t *s_stats(broker_t *self)
         {"dropped", s->dropped},
         {"lost", s->lost},
         {"redelivered", s->redelivered},
+        {"ledger_done", s->ledger_done},
         {"idle", s->idle},
         {"not_active", s->not_active},
         {"spies", self->tap.spies},

@@ -652,9 +652,56 @@ static void s_presume_started(module_t *m)
         first->started = true;
 }
 
+/* What the dead process's ledger says of its items in flight: those it finished count as
+ * done (their DONE died with it), those it started are marked so. True when the ledger is
+ * complete, so that nothing needs presuming. */
+static bool s_ledger_apply(broker_t *self, module_t *m)
+{
+    uint32_t n = 0;
+    bool complete = false;
+    uint8_t *slots = broker_ledger_read(m->ledger_fd, &n, &complete);
+    if (!slots)
+        return false;
+    size_t done = 0, started = 0;
+    for (uint32_t i = 0; i < n && m->inflight.count; i++) {
+        const uint8_t *s = slots + (size_t)i * LC_LEDGER_SLOT;
+        uint64_t id;
+        uint32_t state;
+        memcpy(&id, s, 8);
+        memcpy(&state, s + 8, 4);
+        if (state == LC_LEDGER_STARTED) {
+            bq_item_t *it = idmap_get(&m->inflight, id);
+            if (it && !it->started) {
+                it->started = true;
+                started++;
+            }
+        } else if (state == LC_LEDGER_DONE || state == LC_LEDGER_FAILED) {
+            bq_item_t *it = idmap_take(&m->inflight, id);
+            if (!it)
+                continue; /* its DONE arrived, or an item of an earlier broker */
+            if (state == LC_LEDGER_FAILED) {
+                m->count.failed++;
+                self->stats.failed++;
+            }
+            m->count.done++;
+            self->stats.done++;
+            self->stats.ledger_done++;
+            done++;
+            s_item_retire(self, it);
+        }
+    }
+    free(slots);
+    if (done || started)
+        broker_log(self, L_DEBUG, "module %s: its ledger shows %zu item(s) finished whose DONE "
+                   "never arrived, %zu started%s", m->name, done, started,
+                   complete ? "" : " (incomplete: it ran out of slots)");
+    return complete;
+}
+
 void broker_inflight_lost(broker_t *self, module_t *m, bool crashed)
 {
-    if (crashed)
+    /* A dead process's ledger tells exactly what ran; without one, the broker presumes. */
+    if (crashed && !(m->ledger_fd >= 0 && m->inflight.count && s_ledger_apply(self, m)))
         s_presume_started(m);
     size_t n = m->inflight.count, k = 0;
     bq_item_t **back = n ? malloc(n * sizeof *back) : NULL;

@@ -89,8 +89,8 @@ static long s_number(const char *opt, const char *value, long min, long max)
     return v;
 }
 
-/* Each module on ipc costs the broker two descriptors (its connection and the pidfd of its
- * process), and libzmq aborts the whole process when accepting a connection fails for lack
+/* Each module on ipc costs the broker two or three descriptors (its connection, the pidfd
+ * of its process, and its ledger if it has one), and libzmq aborts the whole process when accepting a connection fails for lack
  * of descriptors: so the broker takes all the hard limit allows rather than the usual soft
  * limit of 1024, which a few hundred connections would exhaust. It uses no select(). */
 static void s_raise_fd_limit(void)

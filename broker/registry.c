@@ -83,6 +83,10 @@ static void s_close_pidfd(broker_t *self, module_t *m)
         close(m->pidfd);
         m->pidfd = -1;
     }
+    if (m->ledger_fd >= 0) {
+        close(m->ledger_fd);
+        m->ledger_fd = -1;
+    }
     if (m->hb_ms > 0) {
         self->nbeating--;
         m->hb_ms = 0;
@@ -383,6 +387,12 @@ static int s_validate(json_t *hello, char *err, size_t errlen)
                  "integer from 1 to 100000");
         return LC_STATUS_MALFORMED;
     }
+    json_t *ledger = json_object_get(hello, "ledger");
+    if (ledger && (!json_is_integer(ledger) || json_integer_value(ledger) < 0 ||
+                   json_integer_value(ledger) > INT32_MAX)) {
+        snprintf(err, errlen, "\"ledger\" must be a file descriptor number (an integer >= 0)");
+        return LC_STATUS_MALFORMED;
+    }
     method_t *list = NULL;
     size_t n = 0;
     int st = s_methods_load(&list, &n, methods, err, errlen);
@@ -605,6 +615,7 @@ void broker_on_hello(broker_t *self, zmq_msg_t *f, conn_t *c, const lc_hdr_t *h)
             goto done;
         }
         m->pidfd = -1;
+        m->ledger_fd = -1;
         m->state = MS_GONE; /* until registration completes */
         snprintf(m->name, sizeof m->name, "%s", name);
         m->hash = broker_hash(name, nlen);
@@ -642,6 +653,7 @@ void broker_on_hello(broker_t *self, zmq_msg_t *f, conn_t *c, const lc_hdr_t *h)
             close(m->pidfd);
             m->pidfd = -1;
         }
+        m->ledger_fd = broker_ledger_open(self, m, hello);
     } else {
         m->pid = claimed;
     }
@@ -684,6 +696,7 @@ json_t *broker_module_info(const module_t *m)
                           broker_state_name(m->state), "pid", m->pid, "methods", m->doc, "events",
                           events, "since_us", (json_int_t)m->since_us, "anonymous", m->anonymous,
                           "liveness", m->pidfd >= 0 ? "pidfd" : "heartbeat", "window", m->window);
+    json_object_set_new(o, "ledger", json_boolean(m->ledger_fd >= 0));
     if (m->has_creds) {
         json_object_set_new(o, "uid", json_integer(m->uid));
         json_object_set_new(o, "gid", json_integer(m->gid));

@@ -67,6 +67,7 @@ void lcc_handle_call(lc_client_t *self, inmsg_t *m)
     const char *dot = strchr(m->address, '.');
     lcc_copy(req->method, sizeof req->method, dot ? dot + 1 : m->address);
     req->kind = LC_KIND_CALL;
+    req->ledger_slot = -1;
     atomic_init(&req->state, 0);
 
     method_t *method = lcc_method_find(self, req->method);
@@ -350,6 +351,8 @@ int lc_call_async(lc_client_t *self, const char *target, json_t *args, int timeo
     rc = idmap_put(&self->pending, p->seq, p);
     if (rc == 0 && (rc = heap_push(&self->deadlines, p->deadline, p->seq)) < 0)
         idmap_take(&self->pending, p->seq);
+    if (rc == 0) /* the entries of calls answered in time */
+        heap_prune(&self->deadlines, &self->pending);
     pthread_mutex_unlock(&self->lock);
     if (rc < 0) {
         free(payload);

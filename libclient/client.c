@@ -290,6 +290,7 @@ lc_client_t *lc_client_new(const char *name, const char *endpoint)
     idmap_init(&self->pending);
     idmap_init(&self->timers);
     heap_init(&self->deadlines);
+    ledger_init(&self->ledger);
     heap_init(&self->timer_heap);
     if (pthread_key_create(&self->sat_key, lcc_sat_destroy) != 0) {
         free(self);
@@ -413,6 +414,7 @@ void lc_client_destroy(lc_client_t **self_p)
         close(self->signal_fd);
     free(self->handlers);
     free(self->done);
+    ledger_close(&self->ledger);
     free(self->watches);
     free(self->poll_items);
     pthread_cond_destroy(&self->reg_cond);
@@ -568,6 +570,12 @@ int lcc_send_hello(lc_client_t *self)
             json_object_set(o, "args", m->args);
         json_array_append_new(methods, o);
     }
+    /* On ipc the broker can open the ledger through /proc (same machine, its user); it is
+     * made once and kept across reconnections, as item ids never repeat. */
+    if (!self->is_tcp && !ledger_ready(&self->ledger) &&
+        ledger_open(&self->ledger, (uint32_t)(self->window + self->concurrency + 16)) < 0)
+        lc_log(self, LC_LOG_DEBUG, "no ledger (memfd_create failed): after a crash the broker "
+               "presumes which item ran");
     /* After a broker restart the module says which state it is in. */
     json_t *hello = json_pack("{s:s, s:i, s:s, s:o, s:o, s:i, s:s, s:b}", "token", self->token,
                               "pid", (int)getpid(), "version", LC_VERSION, "methods", methods,
@@ -576,6 +584,8 @@ int lcc_send_hello(lc_client_t *self)
                               : self->started  ? lc_state_name(self->state)
                                                : "inactive",
                               "lifecycle", self->lifecycle);
+    if (hello && ledger_ready(&self->ledger))
+        json_object_set_new(hello, "ledger", json_integer(self->ledger.fd));
     char *text = hello ? json_dumps(hello, JSON_COMPACT) : NULL;
     json_decref(hello);
     if (!text)

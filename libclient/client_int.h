@@ -9,6 +9,7 @@
 #include "lc.h"
 #include "heap.h"
 #include "idmap.h"
+#include "ledger.h"
 #include "wire.h"
 
 #include <pthread.h>
@@ -87,6 +88,7 @@ struct lc_request {
     char method[LC_NAME_MAX + 1]; /* the method, or the event's name */
     int kind;                     /* LC_KIND_CALL, LC_KIND_TASK, LC_KIND_EVENT */
     bool failed;                  /* a task or event answered with lc_reply_error() */
+    int ledger_slot;              /* a task or event: its slot in the ledger, or -1 */
     atomic_int state;
 };
 
@@ -109,6 +111,7 @@ typedef struct delivery {
 typedef struct {
     uint64_t id;
     uint32_t status;
+    int ledger_slot;
 } done_t;
 
 struct lc_client {
@@ -170,6 +173,7 @@ struct lc_client {
     int running;     /* guarded by lock: deferred items finish from any thread */
     done_t *done;    /* guarded by lock */
     size_t ndone, capdone;
+    ledger_t ledger; /* what started and finished, for the broker after a crash (ipc) */
     lc_request_t *current; /* the message whose handler runs now (loop thread) */
     int depth;             /* handlers running on the loop thread, nested */
     int state;        /* LC_STATE_*, as last reported to the broker */

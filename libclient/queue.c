@@ -383,8 +383,9 @@ void lcc_item_finished(lc_request_t *req, bool failed)
             self->capdone = cap;
         }
     }
+    ledger_finish(&self->ledger, req->ledger_slot, failed);
     if (self->ndone < self->capdone)
-        self->done[self->ndone++] = (done_t){req->hdr.id, failed ? 1u : 0u};
+        self->done[self->ndone++] = (done_t){req->hdr.id, failed ? 1u : 0u, req->ledger_slot};
     self->running--;
     pthread_mutex_unlock(&self->lock);
     if (!lcc_on_loop(self))
@@ -398,11 +399,14 @@ static void s_flush_done(lc_client_t *self, uint64_t started)
     pthread_mutex_lock(&self->lock);
     size_t n = self->ndone;
     char *payload = n ? malloc(n * DONE_RECORD) : NULL;
+    int *slots = payload && ledger_ready(&self->ledger) ? malloc(n * sizeof *slots) : NULL;
     if (payload) {
         for (size_t i = 0; i < n; i++) {
             lc_hdr_put_u64((uint8_t *)payload, i * DONE_RECORD, self->done[i].id);
             lc_hdr_put_u32((uint8_t *)payload, i * DONE_RECORD + 8, self->done[i].status);
             lc_hdr_put_u32((uint8_t *)payload, i * DONE_RECORD + 12, 0);
+            if (slots)
+                slots[i] = self->done[i].ledger_slot;
         }
         self->ndone = 0;
     }
@@ -411,11 +415,17 @@ static void s_flush_done(lc_client_t *self, uint64_t started)
         return;
     lc_hdr_t h = {.type = LC_MSG_DONE, .seq = atomic_fetch_add(&self->seq, 1) + 1,
                   .parent = started};
-    lcc_send_main(self, &h, NULL, payload, payload ? n * DONE_RECORD : 0,
-                  lc_mono_ms() + self->timeout_ms);
+    int rc = lcc_send_main(self, &h, NULL, payload, payload ? n * DONE_RECORD : 0,
+                           lc_mono_ms() + self->timeout_ms);
+    /* Their slots may be used again once the broker has seen this DONE (ledger.c). A slot
+     * whose DONE could not be sent is never reused (nor is one lost to malloc failing):
+     * the ledger then ends up incomplete, and the broker falls back to presuming. */
+    for (size_t i = 0; slots && rc == 0 && i < n; i++)
+        ledger_sent(&self->ledger, slots[i]);
+    free(slots);
 }
 
-static void s_start(lc_client_t *self, delivery_t *d)
+static void s_start(lc_client_t *self, delivery_t *d, int slot)
 {
     inmsg_t *m = &d->msg;
     lc_request_t *req = calloc(1, sizeof *req);
@@ -428,6 +438,7 @@ static void s_start(lc_client_t *self, delivery_t *d)
     req->client = self;
     req->hdr = m->hdr;
     req->kind = m->hdr.type == LC_MSG_TASK ? LC_KIND_TASK : LC_KIND_EVENT;
+    req->ledger_slot = slot;
     lcc_copy(req->source, sizeof req->source, m->source);
     lcc_copy(req->method, sizeof req->method, m->address);
     atomic_init(&req->state, 0);
@@ -504,8 +515,10 @@ void lcc_queue_run(lc_client_t *self)
         delivery_t *d = s_pop(self);
         if (self->ncmds && self->cmd_budget > 0)
             self->cmd_budget--;
+        /* In the ledger before anything else: a crash from here on leaves it marked. */
+        int slot = ledger_start(&self->ledger, d->msg.hdr.id);
         s_flush_done(self, d->msg.hdr.id);
-        s_start(self, d);
+        s_start(self, d, slot);
         zmq_msg_close(&d->msg.payload);
         free(d);
     }

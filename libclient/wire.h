@@ -42,6 +42,23 @@ enum lc_msg_type {
 #define LC_FLAG_KNOWN                                                                            \
     (LC_FLAG_REPLY_MAIN | LC_FLAG_ATTACH | LC_FLAG_CONFIRM | LC_FLAG_PARTIAL | LC_FLAG_IN_HANDLER)
 
+/* The ledger (protocol.md, "The ledger"): a memfd that a module on ipc shares with its broker.
+ * liblc records in it each task and event it starts and finishes, with plain stores, before
+ * it tells the broker; the kernel keeps the page when the process dies, so the broker knows
+ * what ran even when the last DONE died in the process's queue. Native byte order: both ends
+ * run on the same machine. */
+#define LC_LEDGER_MAGIC "lcledg01" /* 8 bytes, no terminator in the file */
+#define LC_LEDGER_HDR 16           /* magic[8], u32 slots, u32 flags */
+#define LC_LEDGER_SLOT 16          /* u64 id, u32 state, u32 zero */
+#define LC_LEDGER_MAX_SLOTS 200100u
+#define LC_LEDGER_OVERFLOW 1u /* flags: a start found no slot, so the ledger is incomplete */
+enum lc_ledger_state {
+    LC_LEDGER_FREE = 0,
+    LC_LEDGER_STARTED = 1, /* its handler was called, no completion yet */
+    LC_LEDGER_DONE = 2,    /* finished, status 0 */
+    LC_LEDGER_FAILED = 3,  /* finished, failed */
+};
+
 /* Wire status codes (header field "status" of ERROR messages). Stable: never renumbered. */
 enum lc_status {
     LC_STATUS_OK = 0,

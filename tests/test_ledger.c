@@ -1,0 +1,308 @@
+/* The ledger (docs/protocol.md, "The ledger"): what a module on ipc started and finished,
+ * read by the broker after the process died. Raw modules in child processes write their
+ * ledger by hand and die with SIGKILL without sending a DONE, which is the moment a real
+ * module can be caught in: a handler finished, the next one started, and the DONE saying
+ * both still in the dying process's socket queue. */
+#include "harness.h"
+#include "wire.h"
+
+#include <criterion/criterion.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <zmq.h>
+
+TestSuite(ledger, .init = h_setup, .fini = h_teardown, .timeout = 60);
+
+/* What the raw module offers as its ledger, and what it does before it dies. */
+enum {
+    L_EXACT,     /* a ledger: the first task finished, the second started */
+    L_NONE,      /* no ledger in its HELLO */
+    L_TRUNCATED, /* a ledger, emptied by the module before it dies */
+    L_PIPE,      /* a pipe's descriptor named as its ledger */
+    L_FILE,      /* a regular file's descriptor */
+    L_OTHER,     /* a memfd of another name */
+};
+
+#define SLOTS 8
+#define TASKS 3
+
+/* Child side: exits with a code that names what went wrong, or dies by SIGKILL. */
+static void s_die(int code)
+{
+    _exit(code);
+}
+
+static void s_send(void *sock, int type, const char *address, const char *payload)
+{
+    uint8_t hb[LC_HDR_SIZE];
+    lc_hdr_t h = {.type = (uint8_t)type, .seq = 1};
+    lc_hdr_encode(&h, hb);
+    if (zmq_send(sock, hb, sizeof hb, ZMQ_SNDMORE) < 0 ||
+        zmq_send(sock, address, strlen(address), ZMQ_SNDMORE) < 0 ||
+        zmq_send(sock, "", 0, ZMQ_SNDMORE) < 0 || zmq_send(sock, payload, strlen(payload), 0) < 0)
+        s_die(10);
+}
+
+/* The next message's header; its other frames are dropped. */
+static lc_hdr_t s_recv(void *sock)
+{
+    lc_hdr_t h = {0};
+    zmq_pollitem_t item = {sock, 0, ZMQ_POLLIN, 0};
+    if (zmq_poll(&item, 1, 20000) != 1)
+        s_die(11);
+    for (int i = 0, more = 1; more; i++) {
+        zmq_msg_t f;
+        zmq_msg_init(&f);
+        if (zmq_msg_recv(&f, sock, 0) < 0)
+            s_die(12);
+        if (i == LC_FRAME_HEADER && lc_hdr_decode(zmq_msg_data(&f), zmq_msg_size(&f), &h) != 0)
+            s_die(13);
+        more = zmq_msg_more(&f);
+        zmq_msg_close(&f);
+    }
+    return h;
+}
+
+static void s_slot(uint8_t *map, int i, uint64_t id, uint32_t state)
+{
+    uint8_t *s = map + LC_LEDGER_HDR + (size_t)i * LC_LEDGER_SLOT;
+    memcpy(s, &id, 8);
+    memcpy(s + 8, &state, 4);
+}
+
+static void s_raw_module(const char *name, int kind, int go_fd)
+{
+    int fd = -1, pipefd[2];
+    uint8_t *map = NULL;
+    size_t size = LC_LEDGER_HDR + SLOTS * LC_LEDGER_SLOT;
+    if (kind == L_EXACT || kind == L_TRUNCATED || kind == L_OTHER) {
+        fd = memfd_create(kind == L_OTHER ? "other" : "lc-ledger", MFD_CLOEXEC);
+        if (fd < 0 || ftruncate(fd, (off_t)size) < 0)
+            s_die(20);
+        map = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+        if (map == MAP_FAILED)
+            s_die(21);
+        memcpy(map, LC_LEDGER_MAGIC, 8);
+        uint32_t n = SLOTS;
+        memcpy(map + 8, &n, 4);
+    } else if (kind == L_PIPE) {
+        if (pipe(pipefd) < 0)
+            s_die(22);
+        fd = pipefd[0];
+    } else if (kind == L_FILE) {
+        char path[400];
+        snprintf(path, sizeof path, "%s/not-a-ledger", h_dir);
+        fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+        if (fd < 0 || write(fd, LC_LEDGER_MAGIC, 8) != 8)
+            s_die(23);
+    }
+    void *ctx = zmq_ctx_new();
+    void *sock = zmq_socket(ctx, ZMQ_DEALER);
+    if (!sock || zmq_connect(sock, h_bus) < 0)
+        s_die(24);
+    char hello[512], ledger[32] = "";
+    if (fd >= 0)
+        snprintf(ledger, sizeof ledger, ",\"ledger\":%d", fd);
+    snprintf(hello, sizeof hello,
+             "{\"token\":\"%016x\",\"pid\":%d,\"state\":\"active\",\"window\":%d,"
+             "\"methods\":[{\"name\":\"work\"}]%s}",
+             (unsigned)getpid(), (int)getpid(), SLOTS, ledger);
+    s_send(sock, LC_MSG_HELLO, name, hello);
+    if (s_recv(sock).type != LC_MSG_WELCOME)
+        s_die(25);
+    if (kind == L_PIPE || kind == L_FILE || kind == L_OTHER) {
+        char c;
+        if (read(go_fd, &c, 1) != 1) /* the test has looked; it then kills this process */
+            s_die(26);
+        s_die(27);
+    }
+    uint64_t ids[TASKS];
+    for (int n = 0; n < TASKS;) {
+        lc_hdr_t h = s_recv(sock);
+        if (h.type == LC_MSG_TASK)
+            ids[n++] = h.id;
+    }
+    if (kind == L_EXACT) {
+        s_slot(map, 0, ids[0], LC_LEDGER_DONE);
+        s_slot(map, 1, ids[1], LC_LEDGER_STARTED);
+    } else if (kind == L_TRUNCATED) {
+        s_slot(map, 0, ids[0], LC_LEDGER_DONE);
+        s_slot(map, 1, ids[1], LC_LEDGER_STARTED);
+        if (ftruncate(fd, 4) < 0) /* the broker must not trust, or fault on, what it reads */
+            s_die(28);
+    }
+    /* No DONE: as if the one announcing the second task died in this process's queue. */
+    kill(getpid(), SIGKILL);
+    s_die(29);
+}
+
+typedef struct {
+    pid_t pid;
+    int go; /* write end: tells a waiting raw module to go on */
+} raw_proc_t;
+
+static raw_proc_t s_start(const char *name, int kind)
+{
+    int p[2];
+    cr_assert_eq(pipe(p), 0);
+    fflush(NULL);
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0) {
+        close(p[1]);
+        s_raw_module(name, kind, p[0]);
+    }
+    close(p[0]);
+    return (raw_proc_t){pid, p[1]};
+}
+
+/* Its end (a status, or -1 after 20 s), waited for on its pidfd. */
+static int s_wait(raw_proc_t *r)
+{
+    int pidfd = (int)syscall(SYS_pidfd_open, r->pid, 0);
+    cr_assert_geq(pidfd, 0);
+    struct pollfd p = {.fd = pidfd, .events = POLLIN};
+    int ready = poll(&p, 1, 20000);
+    close(pidfd);
+    close(r->go);
+    int st = -1;
+    if (ready == 1)
+        cr_assert_eq(waitpid(r->pid, &st, 0), r->pid);
+    return st;
+}
+
+static bool s_module_bool(lc_client_t *c, const char *name, const char *key)
+{
+    json_t *m = h_module(c, name);
+    cr_assert(m, "broker.list has no %s", name);
+    json_t *v = json_object_get(m, key);
+    cr_assert(json_is_boolean(v), "%s has no boolean %s: %s", name, key, h_dump(m));
+    bool b = json_is_true(v);
+    json_decref(m);
+    return b;
+}
+
+/* Starts a raw module, gives it TASKS tasks, waits for its death and for the broker to
+ * have put back what it will deliver again (`redelivered`). */
+static void s_run(lc_client_t *c, const char *name, int kind, json_int_t redelivered)
+{
+    raw_proc_t r = s_start(name, kind);
+    h_wait_modules(c, name, NULL);
+    cr_assert_eq(s_module_bool(c, name, "ledger"), kind == L_EXACT || kind == L_TRUNCATED);
+    char target[80];
+    snprintf(target, sizeof target, "%s.work", name);
+    for (int i = 0; i < TASKS; i++) {
+        json_t *info = NULL;
+        int rc = lc_enqueue_wait(c, target, json_pack("{s:i}", "n", i), 0, 5000, &info);
+        cr_assert_eq(rc, 0, "enqueue %d: %s", i, lc_strerror(rc));
+        json_decref(info);
+    }
+    int st = s_wait(&r);
+    cr_assert(st != -1 && WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL,
+              "the raw module ended with status %d (exit code %d)", st,
+              st != -1 && WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+    h_wait_module_int(c, name, "redelivered", redelivered, 10000);
+}
+
+/* The first task finished and the second started, the DONE saying so died with the
+ * process: the first counts as done, the second is reported lost, the third goes back. */
+Test(ledger, a_finished_item_whose_done_died_is_not_run_again)
+{
+    h_broker(NULL);
+    lc_client_t *c = h_client();
+    json_int_t ledger_done0 = h_stat(c, "ledger_done"), lost0 = h_stat(c, "lost");
+    s_run(c, "raw", L_EXACT, 1);
+    cr_assert_eq(h_module_int(c, "raw", "done"), 1, "the finished task is not counted done");
+    cr_assert_eq(h_module_int(c, "raw", "lost"), 1, "the started task is not reported");
+    cr_assert_eq(h_module_int(c, "raw", "backlog"), 1);
+    cr_assert_eq(h_module_int(c, "raw", "in_flight"), 0);
+    cr_assert_eq(h_stat(c, "ledger_done"), ledger_done0 + 1);
+    cr_assert_eq(h_stat(c, "lost"), lost0 + 1);
+    lc_client_destroy(&c);
+}
+
+/* Without a ledger the broker presumes the first task started: reported lost although it
+ * had finished, and the second, which was running, goes back to run again. */
+Test(ledger, without_a_ledger_the_broker_presumes)
+{
+    h_broker(NULL);
+    lc_client_t *c = h_client();
+    s_run(c, "raw", L_NONE, 2);
+    cr_assert_eq(h_module_int(c, "raw", "done"), 0);
+    cr_assert_eq(h_module_int(c, "raw", "lost"), 1);
+    cr_assert_eq(h_module_int(c, "raw", "backlog"), 2);
+    lc_client_destroy(&c);
+}
+
+/* A ledger the module shrank before dying is unreadable: the broker presumes, and lives. */
+Test(ledger, a_truncated_ledger_falls_back_to_presuming)
+{
+    h_broker(NULL);
+    lc_client_t *c = h_client();
+    s_run(c, "raw", L_TRUNCATED, 2);
+    cr_assert_eq(h_module_int(c, "raw", "done"), 0);
+    cr_assert_eq(h_module_int(c, "raw", "lost"), 1);
+    json_t *res = NULL;
+    cr_assert_eq(lc_call(c, "broker.ping", NULL, &res, 5000), 0);
+    json_decref(res);
+    lc_client_destroy(&c);
+}
+
+/* A descriptor that is not a memfd made by liblc is never used (nor opened, for a pipe:
+ * opening a FIFO could block the broker); the module registers without a ledger. */
+Test(ledger, only_a_ledger_memfd_is_used)
+{
+    h_broker(NULL);
+    lc_client_t *c = h_client();
+    const char *names[] = {"pipe", "file", "other"};
+    int kinds[] = {L_PIPE, L_FILE, L_OTHER};
+    raw_proc_t r[3];
+    for (int i = 0; i < 3; i++)
+        r[i] = s_start(names[i], kinds[i]);
+    h_wait_modules(c, "pipe", "file", "other", NULL);
+    for (int i = 0; i < 3; i++)
+        cr_assert(!s_module_bool(c, names[i], "ledger"), "%s was taken as a ledger", names[i]);
+    json_t *res = NULL;
+    cr_assert_eq(lc_call(c, "broker.ping", NULL, &res, 5000), 0);
+    json_decref(res);
+    for (int i = 0; i < 3; i++) {
+        cr_assert_eq(write(r[i].go, "g", 1), 1);
+        int st = s_wait(&r[i]);
+        cr_assert(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 27, "%s: status %d", names[i],
+                  st);
+    }
+    lc_client_destroy(&c);
+}
+
+/* A module built on liblc offers its ledger; a task that aborts the module right after
+ * another finished leaves the other done and the aborting one reported, whenever the DONEs
+ * got out; nothing of them runs again in the restarted module. */
+Test(ledger, a_liblc_module_keeps_a_ledger)
+{
+    h_broker(NULL);
+    proc_t *k = h_echo_with("k", "--window", "8", NULL);
+    lc_client_t *c = h_client();
+    cr_assert(s_module_bool(c, "k", "ledger"), "lc-echo registered without a ledger");
+    h_enqueue_ok(c, "k.record", json_pack("{s:i}", "n", 1), 0);
+    h_enqueue_ok(c, "k.crash", NULL, 0);
+    h_enqueue_ok(c, "k.record", json_pack("{s:i}", "n", 2), 0);
+    int st = h_wait_exit(k, 10000);
+    cr_assert(st != -1 && WIFSIGNALED(st), "k did not crash: %d", st);
+    h_wait_module_int(c, "k", "lost", 1, 10000);
+    cr_assert_eq(h_module_int(c, "k", "done"), 1);
+    proc_t *again = h_echo_with("k", NULL);
+    json_t *e = h_wait_recorded(c, "k", 1, 5000);
+    cr_assert_eq(json_array_size(e), 1, "the restarted k got %s", h_dump(e));
+    cr_assert_eq(h_arg(json_array_get(e, 0), "n"), 2, "%s", h_dump(e));
+    json_decref(e);
+    cr_assert_eq(h_wait_exit(again, 0), -1, "the crashing task ran again\n%s", h_log(again));
+    lc_client_destroy(&c);
+}
