@@ -359,6 +359,7 @@ void broker_on_call(broker_t *self, zmq_msg_t *f, conn_t *c, const lc_hdr_t *h)
         broker_error(self, to, &req, id, LC_STATUS_INTERNAL, "broker out of memory");
         return;
     }
+    heap_prune(&self->deadlines, &self->calls); /* the entries of calls answered in time */
     /* Forward: the header is patched in place, the payload moves without a copy. */
     uint8_t *hb = zmq_msg_data(&f[1]);
     lc_hdr_put_u64(hb, LC_OFF_ID, id);

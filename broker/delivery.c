@@ -612,6 +612,7 @@ void broker_on_done(broker_t *self, zmq_msg_t *f, conn_t *c, const lc_hdr_t *h)
         if (it)
             it->started = true;
     }
+    idmap_shrink(&m->inflight); /* not the size of its largest backlog for good */
     broker_pump(self, m);
 }
 

@@ -24,9 +24,8 @@ void idmap_clear(idmap_t *self)
     idmap_init(self);
 }
 
-static int s_grow(idmap_t *self)
+static int s_resize(idmap_t *self, size_t cap)
 {
-    size_t cap = self->cap ? self->cap * 2 : 16;
     uint64_t *keys = calloc(cap, sizeof *keys);
     void **values = calloc(cap, sizeof *values);
     if (!keys || !values) {
@@ -53,7 +52,7 @@ static int s_grow(idmap_t *self)
 
 int idmap_put(idmap_t *self, uint64_t key, void *value)
 {
-    if ((self->count + 1) * 4 > self->cap * 3 && s_grow(self) < 0)
+    if ((self->count + 1) * 4 > self->cap * 3 && s_resize(self, self->cap ? self->cap * 2 : 16) < 0)
         return -ENOMEM;
     size_t i = s_hash(key, self->cap);
     while (self->values[i] && self->keys[i] != key)
@@ -126,4 +125,13 @@ void *idmap_take_at(idmap_t *self, size_t *slot)
     if (self->values[*slot])
         (*slot)--;
     return value;
+}
+
+void idmap_shrink(idmap_t *self)
+{
+    size_t cap = self->cap;
+    while (cap > IDMAP_MIN_SHRINK && self->count * 8 < cap)
+        cap /= 2;
+    if (cap < self->cap)
+        s_resize(self, cap); /* out of memory: it stays as large as it was, which works */
 }

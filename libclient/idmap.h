@@ -23,6 +23,13 @@ void *idmap_get(const idmap_t *self, uint64_t key);
 /* Removes key and returns its value, or NULL if absent. */
 void *idmap_take(idmap_t *self, uint64_t key);
 
+/* Gives back most of the table once it is less than an eighth full, down to
+ * IDMAP_MIN_SHRINK slots: a map otherwise keeps the size of its busiest moment (a window
+ * of 4,000 events in flight is 8,192 slots, 128 kB). Grown again at three quarters full,
+ * so a map does not go back and forth. Moves entries: not while iterating. */
+#define IDMAP_MIN_SHRINK 64
+void idmap_shrink(idmap_t *self);
+
 /* Iteration: for (size_t i = 0; i < m.cap; i++) if (m.values[i]) ... ;
  * the map must not change while iterating, except through idmap_take_at(), after which
  * an entry already visited may be visited again (so test before taking). */
