@@ -1,10 +1,11 @@
 /* The soak, short: lc-soak (tests/soak/soak.c) with 20,000 calls and 20,000 events through
  * one broker, two lc-echo modules, two callers, an emitter and two subscribers. Every
  * answer is right, every event reaches every subscriber in order, no process opens more
- * descriptors after warm-up, and every process exits 0 (under the ASan build: with no
- * leak report). Memory only with a generous bound: a short run on a shared machine says
- * little about growth; `make soak` does (docs/reliability.md). And the two structures the
- * soak found keeping their largest size: the deadline heap and the idmap. */
+ * descriptors after warm-up, what each holds through malloc does not grow (its goal, as in
+ * `make soak`), and every process exits 0 (under the ASan build: with no leak report).
+ * RSS only with a generous bound: a short run on a shared machine says little about it.
+ * A caller that loses 64 bytes a call fails the run. And the two structures the soak
+ * found keeping their largest size: the deadline heap and the idmap (docs/reliability.md). */
 #include "harness.h"
 #include "heap.h"
 #include "idmap.h"
@@ -135,6 +136,49 @@ Test(soak, outside_loop_sees_an_answer_that_came_before_a_send)
         h_dispatch_until(c, &s_answers, round + 1, 5000, "answers");
     }
     lc_client_destroy(&c);
+}
+
+/* A soak that does not see a leak proves nothing: a caller losing 64 bytes per answer
+ * (lc-soak's --leak-bytes, not in its --help) must fail it, by its heap (about 500 kB more
+ * at the end than at warm-up) or, in an ASan build, by LeakSanitizer's report. */
+Test(soak, a_caller_that_leaks_fails_the_run)
+{
+    char dir[300], json[300];
+    snprintf(dir, sizeof dir, "%s/leaky", h_dir);
+    snprintf(json, sizeof json, "%s/leaky.json", h_dir);
+    proc_t *p = h_spawn("lc-soak", SOAK_BIN, "--calls", "20000", "--events", "2000",
+                        "--interval-ms", "50", "--leak-bytes", "64", "--dir", dir, "--json",
+                        json, NULL);
+    int status = h_wait_exit(p, 170000);
+    cr_assert_neq(status, -1, "lc-soak still runs after 170 s; its output: %s", p->log);
+    cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 1, "lc-soak exited with %d:\n%s",
+              status, h_log(p));
+    json_error_t err;
+    json_t *sum = json_load_file(json, 0, &err);
+    cr_assert(sum, "no summary from lc-soak (%s): %s\n%s", json, err.text, h_log(p));
+    cr_expect(json_is_false(json_object_get(sum, "ok")), "%s", h_dump(sum));
+    cr_expect_eq(h_int(json_object_get(sum, "calls"), "ok"), 20000, "%s", h_dump(sum));
+    size_t i;
+    json_t *s;
+    int callers = 0;
+    json_array_foreach(json_object_get(sum, "processes"), i, s)
+    {
+        const char *name = h_str(s, "name");
+        bool caller = strncmp(name, "soak_caller", 11) == 0;
+        callers += caller;
+        if (LC_SANITIZE) {
+            cr_expect_eq(json_is_true(json_object_get(s, "leaks")), caller, "%s", h_dump(s));
+        } else {
+            /* 8,000 calls or so after warm-up, each losing a block of 64 bytes or more */
+            long long grew = h_int(s, "heap_growth_bytes");
+            if (caller)
+                cr_expect_geq(grew, 8000 * 64, "%s", h_dump(s));
+            else
+                cr_expect_lt(grew, 64 * 1024, "%s", h_dump(s));
+        }
+    }
+    cr_expect_eq(callers, 2, "%s", h_dump(sum));
+    json_decref(sum);
 }
 
 /* A call answered in time leaves its deadline entry behind; the heap drops those in bulk

@@ -17,10 +17,22 @@ tests: $(SOAK_BIN)
 
 .PHONY: soak soak-leaks
 soak: deps
-	@$(MAKE) --no-print-directory all $(SOAK_BIN)
+	@$(MAKE) --no-print-directory all $(SOAK_BIN) $(SOAK_HEAP)
 	@$(SOAK_BIN) $(SOAK_ARGS)
 
 soak-leaks: deps
 	@command -v valgrind >/dev/null || { echo "soak-leaks needs valgrind: apt-get install valgrind" >&2; exit 2; }
-	@$(MAKE) --no-print-directory all $(SOAK_BIN)
+	@$(MAKE) --no-print-directory all $(SOAK_BIN) $(SOAK_HEAP)
 	@$(SOAK_BIN) --valgrind $(SOAK_LEAKS_ARGS) $(SOAK_ARGS)
+
+# lc-soak-heap.so, preloaded into every process of the soak: counts the bytes each holds
+# through malloc (tests/soak/heapstat.c). Built without the sanitizers, which replace
+# malloc themselves (lc-soak does not preload it then).
+SOAK_HEAP := $(BUILD)/tests/lc-soak-heap.so
+$(SOAK_HEAP): tests/soak/heapstat.c tests/soak/heapstat.h
+	@mkdir -p $(@D)
+	@echo "  CC      $@"
+	$(Q)$(CC) -std=gnu11 -O2 $(WARN) -D_GNU_SOURCE -fPIC -shared -fvisibility=hidden \
+	    -o $@ $< -lpthread
+
+tests: $(SOAK_HEAP)

@@ -12,6 +12,7 @@
  * interval; at the end it stops everything, checks exit statuses (and leak reports, under
  * valgrind or an ASan build) and compares each process from the warm-up point to the end.
  */
+#include "heapstat.h"
 #include "lc.h"
 
 #include <dirent.h>
@@ -63,10 +64,13 @@ static struct {
     double max_rss_growth; /* percent; < 0: not judged */
     int max_fd_growth;
     const char *dir, *bindir, *csv, *json;
+    char *wrap; /* --wrap: a command (words split at spaces) every process runs under */
     bool keep, valgrind, quiet;
     /* the roles' own options */
     const char *role, *name, *bus, *targets;
     long long count;
+    long long leak_bytes; /* --leak-bytes: a caller loses this many bytes per answer */
+    double max_heap_growth; /* percent; < 0: not judged */
 } o = {
     .calls = 1000000,
     .events = 1000000,
@@ -79,7 +83,8 @@ static struct {
     .stall_ms = 60000,
     .call_timeout_ms = LC_CALL_TIMEOUT_MS,
     .rate = 20000,
-    .max_rss_growth = 1.0,
+    .max_rss_growth = -1.0,
+    .max_heap_growth = 1.0,
     .max_fd_growth = 0,
 };
 
@@ -154,6 +159,22 @@ static int s_role_connect(lc_client_t *c)
     return rc;
 }
 
+/* Whether the load is held (method `pause`): the driver drains the bus at warm-up to
+ * measure every process's heap with nothing in flight, as it is at the end. */
+static bool s_paused;
+
+static void s_pause(lc_request_t *req, json_t *args, void *arg)
+{
+    (void)arg;
+    json_t *v = json_object_get(args, "pause");
+    if (!json_is_boolean(v)) {
+        lc_reply_error(req, 1, "pause expects {\"pause\": true or false}");
+        return;
+    }
+    s_paused = json_is_true(v);
+    lc_reply(req, json_pack("{s:b}", "paused", s_paused));
+}
+
 /* ---- Caller: calls echo.echo, at most `inflight` at once, and checks every answer ---- */
 
 static struct {
@@ -174,11 +195,20 @@ static json_t *s_call_args(long long n)
 
 static void s_call_next(void);
 
+/* --leak-bytes: the last block lost, kept where the compiler cannot drop the allocation. */
+static void *volatile s_leaked;
+
 static void s_answered(lc_client_t *c, int rc, json_t *result, void *arg)
 {
     (void)c;
     long long n = (long long)(intptr_t)arg;
     k.answered++;
+    if (o.leak_bytes > 0) { /* a leak on purpose, to show that the soak finds one */
+        void *b = malloc((size_t)o.leak_bytes);
+        if (b)
+            memset(b, 0x5a, (size_t)o.leak_bytes);
+        s_leaked = b;
+    }
     if (rc < 0) {
         k.failed++;
         if (!k.error[0])
@@ -207,14 +237,14 @@ static void s_refill(lc_client_t *c, int timer_id, void *arg)
     (void)c;
     (void)timer_id;
     (void)arg;
-    while (k.sent - k.answered < o.inflight && k.sent < o.count &&
+    while (!s_paused && k.sent - k.answered < o.inflight && k.sent < o.count &&
            k.sent < s_allowed(&k.start, k.sent))
         s_call_next();
 }
 
 static void s_call_next(void)
 {
-    if (k.sent >= o.count || k.sent >= s_allowed(&k.start, k.sent))
+    if (s_paused || k.sent >= o.count || k.sent >= s_allowed(&k.start, k.sent))
         return;
     long long n = k.sent++;
     char target[96];
@@ -243,6 +273,7 @@ static int s_run_caller(void)
         s_die("--role caller needs --targets MODULE[,MODULE...]");
     k.c = s_role_client();
     lc_method(k.c, "progress", s_caller_progress, NULL);
+    lc_method(k.c, "pause", s_pause, NULL);
     int rc = s_role_connect(k.c);
     if (rc == 0) {
         k.start = s_now_ms();
@@ -332,6 +363,7 @@ static int s_run_emitter(void)
         s_die("--role emitter needs --targets SUBSCRIBER[,SUBSCRIBER...]");
     e.c = s_role_client();
     lc_method(e.c, "progress", s_emitter_progress, NULL);
+    lc_method(e.c, "pause", s_pause, NULL);
     lc_on_notice(e.c, s_notice, NULL);
     int rc = s_role_connect(e.c);
     int fd = rc == 0 ? lc_fd(e.c) : -1;
@@ -343,7 +375,8 @@ static int s_run_emitter(void)
     e.start = s_now_ms();
     while (rc == 0) {
         long long allowed = s_allowed(&e.start, e.emitted);
-        for (int burst = 0; burst < 256 && e.emitted < o.count && e.emitted - e.low < EMIT_LAG &&
+        for (int burst = 0; burst < 256 && !s_paused && e.emitted < o.count &&
+                            e.emitted - e.low < EMIT_LAG &&
                             e.emitted < allowed;
              burst++) {
             int r = lc_emit(e.c, EVENT, json_pack("{s:I}", "n", (json_int_t)e.emitted), 0);
@@ -355,7 +388,7 @@ static int s_run_emitter(void)
         }
         if (!e.asking && e.emitted - e.low > EMIT_LAG / 4)
             s_ask_subscribers();
-        bool more = e.emitted < o.count && e.emitted - e.low < EMIT_LAG;
+        bool more = !s_paused && e.emitted < o.count && e.emitted - e.low < EMIT_LAG;
         int t = lc_timeout(e.c);
         if (more) /* now, or in a millisecond when the rate holds it back */
             t = e.emitted < s_allowed(&e.start, e.emitted) ? 0 : (t < 0 || t > 1) ? 1 : t;
@@ -421,7 +454,8 @@ typedef struct {
     int status;
     char log[PATH_MAX];
     char vglog[PATH_MAX];
-    json_t *progress; /* the last answer of its `progress` method */
+    char heapfile[PATH_MAX]; /* where lc-soak-heap.so publishes its heap, if preloaded */
+    json_t *progress;        /* the last answer of its `progress` method */
 } proc_t;
 
 #define MAX_PROCS 64
@@ -430,6 +464,9 @@ static int s_nprocs;
 static char s_dir[200];
 static char s_bus[220];
 static char s_self[PATH_MAX];
+/* LD_PRELOAD=lc-soak-heap.so for every process, when the heap is measured */
+static char s_preload[PATH_MAX + 32];
+extern char **environ;
 
 static void s_kill_all(void)
 {
@@ -449,6 +486,22 @@ static proc_t *s_spawn(const char *name, int kind, const char *prog, ...)
     snprintf(p->name, sizeof p->name, "%s", name);
     p->kind = kind;
     snprintf(p->log, sizeof p->log, "%s/%s.log", s_dir, name);
+    /* The environment is made before fork(): the driver has libzmq's threads, and a child
+     * of a threaded process should not allocate before it execs. */
+    char heapenv[PATH_MAX + 16];
+    char *envp[256];
+    int ne = 0;
+    if (s_preload[0]) {
+        snprintf(p->heapfile, sizeof p->heapfile, "%s/%s.heap", s_dir, name);
+        snprintf(heapenv, sizeof heapenv, "LC_SOAK_HEAP=%s", p->heapfile);
+        envp[ne++] = s_preload;
+        envp[ne++] = heapenv;
+    }
+    for (char **env = environ; *env && ne < 255; env++)
+        if (!s_preload[0] ||
+            (strncmp(*env, "LD_PRELOAD=", 11) && strncmp(*env, "LC_SOAK_HEAP=", 13)))
+            envp[ne++] = *env;
+    envp[ne] = NULL;
     char *argv[48];
     int n = 0;
     char vgarg[PATH_MAX + 16];
@@ -461,6 +514,13 @@ static proc_t *s_spawn(const char *name, int kind, const char *prog, ...)
         argv[n++] = "--errors-for-leak-kinds=definite,indirect";
         argv[n++] = "--error-exitcode=99";
         argv[n++] = vgarg;
+    }
+    char wrap[512];
+    if (o.wrap) {
+        snprintf(wrap, sizeof wrap, "%s", o.wrap);
+        for (char *save = NULL, *w = strtok_r(wrap, " ", &save); w && n < 24;
+             w = strtok_r(NULL, " ", &save))
+            argv[n++] = w;
     }
     argv[n++] = (char *)prog;
     va_list ap;
@@ -481,7 +541,7 @@ static proc_t *s_spawn(const char *name, int kind, const char *prog, ...)
             dup2(fd, 2);
             close(fd);
         }
-        execvp(argv[0], argv);
+        execvpe(argv[0], argv, envp);
         fprintf(stderr, "lc-soak: cannot run %s: %s\n", argv[0], strerror(errno));
         _exit(127);
     }
@@ -491,15 +551,16 @@ static proc_t *s_spawn(const char *name, int kind, const char *prog, ...)
 static proc_t *s_spawn_role(const char *role, const char *name, int kind, long long count,
                             const char *targets)
 {
-    char cnt[32], inflight[16], tmo[16], rate[32];
+    char cnt[32], inflight[16], tmo[16], rate[32], leak[32];
     /* The callers share the rate of calls; the emitter has the rate of events. */
     snprintf(rate, sizeof rate, "%lld", kind == P_CALLER ? o.rate / o.callers : o.rate);
     snprintf(cnt, sizeof cnt, "%lld", count);
     snprintf(inflight, sizeof inflight, "%d", o.inflight);
     snprintf(tmo, sizeof tmo, "%d", o.call_timeout_ms);
+    snprintf(leak, sizeof leak, "%lld", kind == P_CALLER ? o.leak_bytes : 0);
     return s_spawn(name, kind, s_self, "--role", role, "--name", name, "--bus", s_bus, "--count",
                    cnt, "--inflight", inflight, "--call-timeout-ms", tmo, "--rate", rate,
-                   "--targets", targets, NULL);
+                   "--targets", targets, "--leak-bytes", leak, NULL);
 }
 
 /* Reaps the processes that ended; returns how many are still running. */
@@ -555,11 +616,33 @@ typedef struct {
     long long calls, events;
     long rss[MAX_PROCS];  /* VmRSS, kB; -1 if unreadable */
     long anon[MAX_PROCS]; /* RssAnon, kB: without the pages of files (the libraries' code) */
+    long heap[MAX_PROCS]; /* kB held through malloc (lc-soak-heap.so); -1 if not measured */
     int fds[MAX_PROCS];
 } sample_t;
 
 static sample_t *s_samples;
 static int s_nsamples, s_capsamples;
+
+/* Reads what lc-soak-heap.so published for p; false when it is not there (not preloaded,
+ * or the process has not started it yet). */
+static bool s_read_heap(const proc_t *p, lc_heapstat_t *out)
+{
+    if (!p->heapfile[0])
+        return false;
+    int fd = open(p->heapfile, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return false;
+    bool ok = false;
+    for (int tries = 0; tries < 100 && !ok; tries++) {
+        uint64_t seq;
+        ok = pread(fd, out, sizeof *out, 0) == (ssize_t)sizeof *out &&
+             out->magic == LC_HEAPSTAT_MAGIC && !((seq = atomic_load(&out->seq)) & 1) &&
+             pread(fd, out, sizeof *out, 0) == (ssize_t)sizeof *out &&
+             atomic_load(&out->seq) == seq;
+    }
+    close(fd);
+    return ok;
+}
 
 static long s_rss_kb(pid_t pid, long *anon)
 {
@@ -650,6 +733,8 @@ static sample_t *s_sample(double t, long long calls, long long events)
         s->anon[i] = -1;
         s->rss[i] = s_procs[i].exited ? -1 : s_rss_kb(s_procs[i].pid, &s->anon[i]);
         s->fds[i] = s_procs[i].exited ? -1 : s_fd_count(s_procs[i].pid);
+        lc_heapstat_t h;
+        s->heap[i] = !s_procs[i].exited && s_read_heap(&s_procs[i], &h) ? (long)(h.live / 1024) : -1;
     }
     return s;
 }
@@ -687,17 +772,141 @@ static void s_write_csv(void)
     }
     fprintf(f, "time_s,calls,events");
     for (int i = 0; i < s_nprocs; i++)
-        fprintf(f, ",%s_rss_kb,%s_anon_kb,%s_fds", s_procs[i].name, s_procs[i].name,
-                s_procs[i].name);
+        fprintf(f, ",%s_rss_kb,%s_anon_kb,%s_heap_kb,%s_fds", s_procs[i].name, s_procs[i].name,
+                s_procs[i].name, s_procs[i].name);
     fprintf(f, "\n");
     for (int j = 0; j < s_nsamples; j++) {
         const sample_t *s = &s_samples[j];
         fprintf(f, "%.3f,%lld,%lld", s->t, s->calls, s->events);
         for (int i = 0; i < s_nprocs; i++)
-            fprintf(f, ",%ld,%ld,%d", s->rss[i], s->anon[i], s->fds[i]);
+            fprintf(f, ",%ld,%ld,%ld,%d", s->rss[i], s->anon[i], s->heap[i], s->fds[i]);
         fprintf(f, "\n");
     }
     fclose(f);
+}
+
+static long long s_int(json_t *o_, const char *key)
+{
+    return (long long)json_integer_value(json_object_get(o_, key));
+}
+
+/* ---- Driver: the checkpoints --------------------------------------------------------- */
+
+/* Every process's memory at a moment when the bus holds nothing in flight: at warm-up (the
+ * load paused for it) and at the end. What a process holds at a moment of the load
+ * depends on what is queued or in flight at that moment (the broker's queue alone moves by
+ * megabytes), so the heaps are compared where that is nothing, both times. */
+typedef struct {
+    bool taken;
+    double t;
+    long long live[MAX_PROCS];        /* bytes held through malloc; -1: not measured */
+    long long system[MAX_PROCS];      /* bytes glibc's malloc got from the system */
+    long long malloc_free[MAX_PROCS]; /* of those, free bytes malloc keeps */
+    long rss[MAX_PROCS], anon[MAX_PROCS];
+} checkpoint_t;
+
+static checkpoint_t s_cp_warm, s_cp_end;
+
+static int s_cmp_ll(const void *a, const void *b)
+{
+    long long x = *(const long long *)a, y = *(const long long *)b;
+    return (x > y) - (x < y);
+}
+
+/* Pauses (pause true) or resumes the callers and the emitter. */
+static bool s_pause_load(lc_client_t *c, bool pause)
+{
+    bool ok = true;
+    for (int i = 0; i < s_nprocs; i++) {
+        proc_t *p = &s_procs[i];
+        if (p->kind != P_CALLER && p->kind != P_EMITTER)
+            continue;
+        char target[64];
+        snprintf(target, sizeof target, "%.32s.pause", p->name);
+        json_t *res = NULL;
+        int rc = lc_call(c, target, json_pack("{s:b}", "pause", pause), &res, CALL_TIMEOUT_MS);
+        json_decref(res);
+        if (rc < 0) {
+            fprintf(stderr, "lc-soak: %s: %s; see %s\n", target, lc_strerror(rc), p->log);
+            ok = false;
+        }
+    }
+    return ok;
+}
+
+/* Whether every call sent was answered and every subscriber has every event emitted, by
+ * the answers of the last s_ask(). */
+static bool s_drained(void)
+{
+    long long emitted = 0;
+    for (int i = 0; i < s_nprocs; i++)
+        if (s_procs[i].kind == P_EMITTER)
+            emitted = s_int(s_procs[i].progress, "emitted");
+    for (int i = 0; i < s_nprocs; i++) {
+        json_t *pr = s_procs[i].progress;
+        if (s_procs[i].kind == P_CALLER && s_int(pr, "answered") < s_int(pr, "sent"))
+            return false;
+        if (s_procs[i].kind == P_SUBSCRIBER && s_int(pr, "received") < emitted)
+            return false;
+    }
+    return true;
+}
+
+/* Waits until nothing is in flight (pausing the load first if `pause`), lets the processes
+ * settle for half a second, takes the median of three readings 200 ms apart, and resumes
+ * the load. Returns false if the bus did not drain within --stall-ms. */
+static bool s_checkpoint(lc_client_t *c, checkpoint_t *cp, bool pause, int64_t start)
+{
+    if (pause && !s_pause_load(c, true))
+        return false;
+    int64_t deadline = s_now_ms() + o.stall_ms;
+    for (;;) {
+        long long calls, events;
+        bool done;
+        if (!s_ask(c, &calls, &events, &done))
+            return false;
+        if (s_drained())
+            break;
+        if (s_now_ms() >= deadline) {
+            fprintf(stderr, "lc-soak: the bus did not drain within %d ms for a checkpoint\n",
+                    o.stall_ms);
+            return false;
+        }
+        poll(NULL, 0, 100); /* the interval of a wait with a deadline */
+    }
+    poll(NULL, 0, 500); /* settle: libzmq frees what it sent a moment after the send */
+    enum { READINGS = 3 };
+    long long live[MAX_PROCS][READINGS], sys[MAX_PROCS][READINGS], mfree[MAX_PROCS][READINGS];
+    long long rss[MAX_PROCS][READINGS], anon[MAX_PROCS][READINGS];
+    for (int r = 0; r < READINGS; r++) {
+        if (r)
+            poll(NULL, 0, 200);
+        for (int i = 0; i < s_nprocs; i++) {
+            lc_heapstat_t h;
+            bool have = !s_procs[i].exited && s_read_heap(&s_procs[i], &h);
+            live[i][r] = have ? (long long)h.live : -1;
+            sys[i][r] = have ? (long long)h.system : -1;
+            mfree[i][r] = have ? (long long)h.malloc_free : -1;
+            long a = -1;
+            rss[i][r] = s_procs[i].exited ? -1 : s_rss_kb(s_procs[i].pid, &a);
+            anon[i][r] = a;
+        }
+    }
+    for (int i = 0; i < s_nprocs; i++) {
+        qsort(live[i], READINGS, sizeof(long long), s_cmp_ll);
+        qsort(sys[i], READINGS, sizeof(long long), s_cmp_ll);
+        qsort(mfree[i], READINGS, sizeof(long long), s_cmp_ll);
+        qsort(rss[i], READINGS, sizeof(long long), s_cmp_ll);
+        qsort(anon[i], READINGS, sizeof(long long), s_cmp_ll);
+        cp->live[i] = live[i][READINGS / 2];
+        cp->system[i] = sys[i][READINGS / 2];
+        cp->malloc_free[i] = mfree[i][READINGS / 2];
+        cp->rss[i] = (long)rss[i][READINGS / 2];
+        cp->anon[i] = (long)anon[i][READINGS / 2];
+    }
+    cp->t = (double)(s_now_ms() - start) / 1000.0;
+    cp->taken = true;
+    return !pause || s_pause_load(c, false);
 }
 
 /* ---- Driver: the verdict -------------------------------------------------------------- */
@@ -720,25 +929,6 @@ static bool s_leak_report(const proc_t *p)
     return found;
 }
 
-/* The median RSS of process i over samples from..to (at most 5): a process's memory goes
- * up and down with what it holds at the moment (the broker's queue, a burst in libzmq's
- * pipes), and one sample caught at a peak or a trough is not its size. */
-#define RSS_WINDOW 5
-static long s_rss_median(int i, int from, int to, bool anon)
-{
-    long v[RSS_WINDOW];
-    int n = 0;
-    for (int j = from; j <= to && n < RSS_WINDOW; j++)
-        v[n++] = anon ? s_samples[j].anon[i] : s_samples[j].rss[i];
-    for (int a = 1; a < n; a++)
-        for (int b = a; b > 0 && v[b - 1] > v[b]; b--) {
-            long t = v[b];
-            v[b] = v[b - 1];
-            v[b - 1] = t;
-        }
-    return n ? v[n / 2] : -1;
-}
-
 static double s_pct(long from, long to)
 {
     return from > 0 ? 100.0 * (double)(to - from) / (double)from : 0.0;
@@ -752,10 +942,6 @@ static int s_rm(const char *path, const struct stat *sb, int flag, struct FTW *f
     return remove(path);
 }
 
-static long long s_int(json_t *o_, const char *key)
-{
-    return (long long)json_integer_value(json_object_get(o_, key));
-}
 
 static int s_run_driver(void)
 {
@@ -795,7 +981,19 @@ static int s_run_driver(void)
     snprintf(s_bus, sizeof s_bus, "ipc://%s/bus", s_dir);
     signal(SIGPIPE, SIG_IGN);
 
-    bool judge_rss = o.max_rss_growth >= 0 && !o.valgrind && !SOAK_ASAN;
+    bool judge_rss = o.max_rss_growth >= 0 && !o.valgrind && !o.wrap && !SOAK_ASAN;
+    /* The heap is counted by a preloaded malloc, which valgrind and the sanitizers (their
+     * own malloc) and a --wrap (a profiler's) exclude. */
+    bool heap = !o.valgrind && !o.wrap && !SOAK_ASAN;
+    if (heap) {
+        /* Built as BUILD/tests/lc-soak-heap.so beside this program. */
+        const char *slash = strrchr(s_self, '/');
+        int dirlen = slash ? (int)(slash - s_self) : 0;
+        snprintf(s_preload, sizeof s_preload, "LD_PRELOAD=%.*s/lc-soak-heap.so", dirlen, s_self);
+        if (access(s_preload + 11, R_OK) < 0)
+            s_die("no %s: build it (make tests) to measure the heaps", s_preload + 11);
+    }
+    bool judge_heap = heap && o.max_heap_growth >= 0;
     if (!o.quiet)
         printf("lc-soak: %lld calls and %lld events through one broker, %d lc-echo modules, "
                "%d callers, %d subscribers%s; logs in %s\n",
@@ -861,16 +1059,23 @@ static int s_run_driver(void)
     long long last_total = -1;
     int64_t last_move = s_now_ms();
     double next_print = 0;
-    int warm = -1, half = -1, end = -1;
+    int warm = -1, end = -1;
+    int64_t paused_ms = 0;
     while (!done) {
         long long calls = 0, events = 0;
         if (!s_ask(c, &calls, &events, &done))
             lost = true;
         sample_t *s = s_sample((double)(s_now_ms() - start) / 1000.0, calls, events);
-        if (warm < 0 && s->progress * 100.0 >= o.warmup_pct)
+        if (warm < 0 && s->progress * 100.0 >= o.warmup_pct && !done) {
             warm = s_nsamples - 1;
-        if (half < 0 && s->progress >= 0.5)
-            half = s_nsamples - 1;
+            int64_t t0 = s_now_ms();
+            if (!s_checkpoint(c, &s_cp_warm, true, start)) {
+                lost = true;
+                break;
+            }
+            paused_ms = s_now_ms() - t0;
+            last_move = s_now_ms();
+        }
         if (!o.quiet && (s->progress >= next_print || done)) {
             s_print_row(s);
             next_print = s->progress + 0.05;
@@ -900,7 +1105,9 @@ static int s_run_driver(void)
             poll(NULL, 0, o.interval_ms); /* the sampling interval, not a synchronisation */
     }
     end = s_nsamples - 1;
-    double seconds = (double)(s_now_ms() - start) / 1000.0;
+    double seconds = (double)(s_now_ms() - start - paused_ms) / 1000.0;
+    if (done && !stalled && !lost)
+        s_checkpoint(c, &s_cp_end, false, start);
     lc_client_destroy(&c);
 
     /* Stop the load, then the modules, then the broker; each must exit 0. */
@@ -955,23 +1162,27 @@ static int s_run_driver(void)
     }
     printf("\nrun: %.1f s, %.0f calls/s, %.0f events/s; %d samples every %d ms\n", seconds,
            (double)ok_calls / seconds, (double)emitted / seconds, s_nsamples, o.interval_ms);
-    if (warm < 0 || warm >= end) {
-        printf("too few samples after warm-up (%d%%) to judge growth: run longer or sample "
-               "more often (--interval-ms)\n",
-               o.warmup_pct);
-        warm = end > 0 ? end - 1 : 0;
-    }
+    if (warm < 0 || warm > end)
+        warm = end;
     const sample_t *w = &s_samples[warm], *z = &s_samples[end];
-    printf("\nRSS: the median of %d samples from the one at %.0f%% of the run (%.1f s) against "
-           "that of the last %d (to %.1f s); 2nd half: from the sample at %.0f%% (%.1f s); "
-           "fds: at warm-up and at the end:\n",
-           RSS_WINDOW, 100.0 * w->progress, w->t, RSS_WINDOW, z->t,
-           100.0 * s_samples[half < warm ? warm : half].progress,
-           s_samples[half < warm ? warm : half].t);
-    if (half < warm)
-        half = warm;
-    printf("%-14s %8s %10s %10s %8s %8s %10s %8s %6s %6s %6s %6s  %s\n", "process", "pid",
-           "RSS warm", "RSS end", "growth", "2nd half", "RSS max", "anon", "fds@w", "fds", "fdmax",
+    const checkpoint_t *cw = &s_cp_warm, *ce = &s_cp_end;
+    bool cps = cw->taken && ce->taken;
+    if (!cps && ok) {
+        printf("the load ended before warm-up (%d%% of the work), or the bus did not drain: "
+               "growth cannot be judged; run longer\n",
+               o.warmup_pct);
+        ok = false;
+    }
+    if (cps)
+        printf("\nmemory with nothing in flight, at warm-up (%.0f%% of the work, the load paused; "
+               "%.1f s) and at the end (%.1f s):\nheap: bytes held through malloc, and their growth "
+               "against the process's size (VmRSS at warm-up), which is judged; malloc: what "
+               "glibc's malloc got from the system, and of it free at the end; RSS: VmRSS, and "
+               "its largest sample; fds: at warm-up and at the end\n",
+               100.0 * w->progress, cw->t, ce->t);
+    printf("%-14s %7s %11s %11s %10s %8s %10s %10s %10s %10s %10s %8s %10s %5s %5s %5s %4s  %s\n",
+           "process", "pid", "heap warm", "heap end", "growth", "of size", "malloc w", "malloc end",
+           "free end", "RSS warm", "RSS end", "growth", "RSS max", "fds@w", "fds", "fdmax",
            "exit", "verdict");
     bool leaks_any = false;
     for (int i = 0; i < s_nprocs; i++) {
@@ -984,22 +1195,26 @@ static int s_run_driver(void)
             if (s_samples[j].fds[i] > fmax)
                 fmax = s_samples[j].fds[i];
         }
-        /* The first samples from warm-up on against the last ones; and, for the reader,
-         * from half-way on: whether growth goes on, or happened early and stopped. */
-        int last = end - RSS_WINDOW + 1 > warm ? end - RSS_WINDOW + 1 : warm;
-        long rss_warm = s_rss_median(i, warm, end, false);
-        long rss_end = s_rss_median(i, last, end, false);
+        bool have_heap = cps && cw->live[i] > 0 && ce->live[i] > 0;
+        long rss_warm = cps ? cw->rss[i] : w->rss[i], rss_end = cps ? ce->rss[i] : z->rss[i];
+        /* The goal is the process's growth against its size, as with RSS; but counting
+         * only what it holds, not what malloc keeps for it. */
+        long long heap_delta = have_heap ? ce->live[i] - cw->live[i] : 0;
+        double heap_growth =
+            have_heap && rss_warm > 0 ? 100.0 * (double)heap_delta / (1024.0 * rss_warm) : 0.0;
         double growth = s_pct(rss_warm, rss_end);
-        double growth2 = s_pct(s_rss_median(i, half, end, false), rss_end);
-        /* Shown, not judged: the process's own memory, without the libraries' pages. */
-        long anon_warm = s_rss_median(i, warm, end, true);
-        long anon_end = s_rss_median(i, last, end, true);
-        double anon_growth = s_pct(anon_warm, anon_end);
         int fd_growth = z->fds[i] - w->fds[i];
         bool leaks = s_leak_report(p);
         int code = WIFEXITED(p->status) ? WEXITSTATUS(p->status) : 128 + WTERMSIG(p->status);
         char verdict[128] = "";
-        if (judge_rss && growth >= o.max_rss_growth)
+        if (judge_heap && cps && !have_heap)
+            snprintf(verdict + strlen(verdict), sizeof verdict - strlen(verdict),
+                     "heap not measured ");
+        if (judge_heap && have_heap && heap_growth >= o.max_heap_growth)
+            snprintf(verdict + strlen(verdict), sizeof verdict - strlen(verdict),
+                     "heap grew %.1f kB, %.2f%% of its size ", (double)heap_delta / 1024.0,
+                     heap_growth);
+        if (judge_rss && cps && growth >= o.max_rss_growth)
             snprintf(verdict + strlen(verdict), sizeof verdict - strlen(verdict),
                      "RSS grew %.2f%% ", growth);
         if (fd_growth > o.max_fd_growth)
@@ -1011,27 +1226,53 @@ static int s_run_driver(void)
             snprintf(verdict + strlen(verdict), sizeof verdict - strlen(verdict), "exit %d ", code);
         leaks_any |= leaks;
         ok &= !verdict[0];
-        printf("%-14s %8d %7ld kB %7ld kB %+7.2f%% %+7.2f%% %7ld kB %+7.2f%% %6d %6d %6d %6d  %s\n",
-               p->name, (int)p->pid, rss_warm, rss_end, growth, growth2, rmax, anon_growth,
+        char hw[24] = "-", he[24] = "-", hd[24] = "-", hg[16] = "-", mw[24] = "-", me[24] = "-",
+             mf[24] = "-";
+        if (have_heap) {
+            snprintf(hw, sizeof hw, "%.1f kB", (double)cw->live[i] / 1024.0);
+            snprintf(he, sizeof he, "%.1f kB", (double)ce->live[i] / 1024.0);
+            snprintf(hd, sizeof hd, "%+.1f kB", (double)heap_delta / 1024.0);
+            snprintf(hg, sizeof hg, "%+.2f%%", heap_growth);
+            snprintf(mw, sizeof mw, "%lld kB", cw->system[i] / 1024);
+            snprintf(me, sizeof me, "%lld kB", ce->system[i] / 1024);
+            snprintf(mf, sizeof mf, "%lld kB", ce->malloc_free[i] / 1024);
+        }
+        printf("%-14s %7d %11s %11s %10s %8s %10s %10s %10s %7ld kB %7ld kB %+7.2f%% %7ld kB %5d "
+               "%5d %5d %4d  %s\n",
+               p->name, (int)p->pid, hw, he, hd, hg, mw, me, mf, rss_warm, rss_end, growth, rmax,
                w->fds[i], z->fds[i], fmax, code, verdict[0] ? verdict : "ok");
         if (verdict[0])
             printf("%14s see %s%s%s\n", "", p->log, p->vglog[0] ? " and " : "", p->vglog);
-        json_array_append_new(
-            jprocs,
-            json_pack("{s:s, s:i, s:I, s:I, s:I, s:f, s:f, s:I, s:I, s:f, s:i, s:i, s:i, "
-                      "s:i, s:b}",
-                      "name", p->name, "pid", (int)p->pid, "rss_warm_kb", (json_int_t)rss_warm,
-                      "rss_end_kb", (json_int_t)rss_end, "rss_max_kb", (json_int_t)rmax,
-                      "rss_growth_pct", growth, "rss_growth_2nd_half_pct", growth2, "anon_warm_kb",
-                      (json_int_t)anon_warm, "anon_end_kb", (json_int_t)anon_end, "anon_growth_pct",
-                      anon_growth, "fds_warm", w->fds[i], "fds_end", z->fds[i], "fds_max", fmax,
-                      "exit", code, "leaks", leaks));
+        json_t *jp = json_pack(
+            "{s:s, s:i, s:I, s:I, s:I, s:f, s:I, s:I, s:i, s:i, s:i, s:i, s:b}", "name", p->name,
+            "pid", (int)p->pid, "rss_warm_kb", (json_int_t)rss_warm, "rss_end_kb",
+            (json_int_t)rss_end, "rss_max_kb", (json_int_t)rmax, "rss_growth_pct", growth,
+            "anon_warm_kb", (json_int_t)(cps ? cw->anon[i] : w->anon[i]), "anon_end_kb",
+            (json_int_t)(cps ? ce->anon[i] : z->anon[i]), "fds_warm", w->fds[i], "fds_end",
+            z->fds[i], "fds_max", fmax, "exit", code, "leaks", leaks);
+        if (have_heap) {
+            json_object_set_new(jp, "heap_warm_bytes", json_integer(cw->live[i]));
+            json_object_set_new(jp, "heap_end_bytes", json_integer(ce->live[i]));
+            json_object_set_new(jp, "heap_growth_bytes", json_integer(heap_delta));
+            json_object_set_new(jp, "heap_growth_pct_of_rss", json_real(heap_growth));
+            json_object_set_new(jp, "malloc_system_warm_bytes", json_integer(cw->system[i]));
+            json_object_set_new(jp, "malloc_system_end_bytes", json_integer(ce->system[i]));
+            json_object_set_new(jp, "malloc_free_end_bytes", json_integer(ce->malloc_free[i]));
+        }
+        json_array_append_new(jprocs, jp);
     }
+    if (!heap)
+        printf("heap not measured (%s)\n", o.valgrind  ? "under valgrind"
+                                           : o.wrap    ? "under --wrap"
+                                                       : "an ASan build has its own malloc");
+    else if (!judge_heap)
+        printf("heap growth not judged (--max-heap-growth below 0)\n");
     if (!judge_rss)
         printf("RSS growth not judged (%s)\n", o.valgrind  ? "under valgrind"
+                                               : o.wrap    ? "under --wrap"
                                                : SOAK_ASAN ? "an ASan build holds freed memory "
                                                              "in its quarantine"
-                                                           : "--max-rss-growth below 0");
+                                                           : "shown only: see --max-rss-growth");
     printf("leak check: %s\n",
            o.valgrind  ? (leaks_any ? "valgrind reported leaks" : "valgrind: no leaks")
            : SOAK_ASAN ? (leaks_any ? "LeakSanitizer reported leaks" : "LeakSanitizer: no leaks")
@@ -1088,12 +1329,18 @@ static void s_usage(FILE *out)
             "  --interval-ms MS     sampling interval (default 1000)\n"
             "  --warmup PCT         compare from the first sample at PCT%% of the work\n"
             "                       (default 20)\n"
-            "  --max-rss-growth PCT goal per process, from warm-up to the end (default 1;\n"
-            "                       below 0: not judged; never judged under valgrind or ASan)\n"
+            "  --max-heap-growth PCT goal per process: what it holds through malloc, with\n"
+            "                       nothing in flight, grows from warm-up to the end by less\n"
+            "                       than PCT%% of its size (VmRSS at warm-up) (default 1;\n"
+            "                       below 0: not judged; not measured under valgrind or ASan)\n"
+            "  --max-rss-growth PCT the same for VmRSS (default: shown, not judged; it counts\n"
+            "                       what malloc keeps after a peak, see docs/reliability.md)\n"
             "  --max-fd-growth N    goal per process (default 0)\n"
             "  --stall-ms MS        give up when nothing moves for MS (default 60000)\n"
             "  --valgrind           run every process under valgrind memcheck; a leak\n"
             "                       (definite or indirect) fails the run\n"
+            "  --wrap CMD           run every process under CMD, e.g. 'heaptrack' or\n"
+            "                       'valgrind --tool=massif' (memory is then not judged)\n"
             "  --bin DIR            where lc-broker and lc-echo are (default: ../bin beside\n"
             "                       this program)\n"
             "  --dir DIR            folder for the bus and the logs (default: a new folder\n"
@@ -1145,7 +1392,10 @@ int main(int argc, char **argv)
         O_COUNT,
         O_TARGETS,
         O_CALL_TIMEOUT,
-        O_RATE
+        O_RATE,
+        O_WRAP,
+        O_HEAP,
+        O_LEAK
     };
     static const struct option longopts[] = {
         {"calls", required_argument, NULL, O_CALLS},
@@ -1159,9 +1409,13 @@ int main(int argc, char **argv)
         {"interval-ms", required_argument, NULL, O_INTERVAL},
         {"warmup", required_argument, NULL, O_WARMUP},
         {"max-rss-growth", required_argument, NULL, O_RSS},
+        {"max-heap-growth", required_argument, NULL, O_HEAP},
+        /* not in --help: a caller loses N bytes per answer, to show the soak finds it */
+        {"leak-bytes", required_argument, NULL, O_LEAK},
         {"max-fd-growth", required_argument, NULL, O_FD},
         {"stall-ms", required_argument, NULL, O_STALL},
         {"valgrind", no_argument, NULL, O_VALGRIND},
+        {"wrap", required_argument, NULL, O_WRAP},
         {"bin", required_argument, NULL, O_BIN},
         {"dir", required_argument, NULL, O_DIR},
         {"keep", no_argument, NULL, O_KEEP},
@@ -1221,6 +1475,15 @@ int main(int argc, char **argv)
             break;
         case O_VALGRIND:
             o.valgrind = true;
+            break;
+        case O_HEAP:
+            o.max_heap_growth = atof(optarg);
+            break;
+        case O_LEAK:
+            o.leak_bytes = s_num("--leak-bytes", optarg, 0);
+            break;
+        case O_WRAP:
+            o.wrap = optarg;
             break;
         case O_BIN:
             o.bindir = optarg;
