@@ -415,6 +415,7 @@ void lc_client_destroy(lc_client_t **self_p)
     free(self->handlers);
     free(self->done);
     ledger_close(&self->ledger);
+    free(self->sent_slots);
     free(self->watches);
     free(self->poll_items);
     pthread_cond_destroy(&self->reg_cond);

@@ -174,6 +174,8 @@ struct lc_client {
     done_t *done;    /* guarded by lock */
     size_t ndone, capdone;
     ledger_t ledger; /* what started and finished, for the broker after a crash (ipc) */
+    int *sent_slots; /* loop thread: the ledger slots of the DONE being sent */
+    size_t capsent;
     lc_request_t *current; /* the message whose handler runs now (loop thread) */
     int depth;             /* handlers running on the loop thread, nested */
     int state;        /* LC_STATE_*, as last reported to the broker */

@@ -4,6 +4,7 @@
  * module can be caught in: a handler finished, the next one started, and the DONE saying
  * both still in the dying process's socket queue. */
 #include "harness.h"
+#include "ledger.h"
 #include "wire.h"
 
 #include <criterion/criterion.h>
@@ -304,5 +305,86 @@ Test(ledger, a_liblc_module_keeps_a_ledger)
     cr_assert_eq(h_arg(json_array_get(e, 0), "n"), 2, "%s", h_dump(e));
     json_decref(e);
     cr_assert_eq(h_wait_exit(again, 0), -1, "the crashing task ran again\n%s", h_log(again));
+    lc_client_destroy(&c);
+}
+
+static uint32_t s_state_of(const ledger_t *l, int slot, uint64_t *id)
+{
+    const uint8_t *p = l->map + LC_LEDGER_HDR + (size_t)slot * LC_LEDGER_SLOT;
+    uint32_t state;
+    memcpy(id, p, 8);
+    memcpy(&state, p + 8, 4);
+    return state;
+}
+
+static uint32_t s_flags(const ledger_t *l)
+{
+    uint32_t flags;
+    memcpy(&flags, l->map + 12, 4);
+    return flags;
+}
+
+/* liblc's side: unused slots first, then the slot whose completion was sent earliest; a
+ * slot whose completion has not gone out is never taken; with none to take, the ledger is
+ * flagged incomplete rather than overwritten. */
+Test(ledger, slots_are_reused_in_the_order_their_completions_were_sent)
+{
+    ledger_t l;
+    ledger_init(&l);
+    cr_assert_eq(ledger_start(&l, 1), -1, "a closed ledger gave a slot");
+    cr_assert_eq(ledger_open(&l, 3), 0);
+    uint64_t id;
+    int a = ledger_start(&l, 101), b = ledger_start(&l, 102), c = ledger_start(&l, 103);
+    cr_assert(a == 0 && b == 1 && c == 2, "slots %d %d %d", a, b, c);
+    cr_assert_eq(s_state_of(&l, b, &id), LC_LEDGER_STARTED);
+    cr_assert_eq(id, 102);
+    ledger_finish(&l, b, false);
+    ledger_finish(&l, a, true);
+    cr_assert_eq(s_state_of(&l, a, &id), LC_LEDGER_FAILED);
+    cr_assert_eq(s_state_of(&l, b, &id), LC_LEDGER_DONE);
+    /* Finished, not sent: nothing may be taken. */
+    cr_assert_eq(ledger_start(&l, 104), -1);
+    cr_assert_eq(s_flags(&l) & LC_LEDGER_OVERFLOW, LC_LEDGER_OVERFLOW);
+    ledger_close(&l);
+
+    cr_assert_eq(ledger_open(&l, 3), 0);
+    cr_assert_eq(s_flags(&l), 0);
+    a = ledger_start(&l, 201);
+    b = ledger_start(&l, 202);
+    c = ledger_start(&l, 203);
+    ledger_finish(&l, b, false);
+    ledger_finish(&l, a, false);
+    ledger_sent(&l, b); /* b's completion went out first */
+    ledger_sent(&l, a);
+    int d = ledger_start(&l, 204);
+    cr_assert_eq(d, b, "took slot %d, not the earliest sent %d", d, b);
+    cr_assert_eq(s_state_of(&l, d, &id), LC_LEDGER_STARTED);
+    cr_assert_eq(id, 204);
+    int e = ledger_start(&l, 205);
+    cr_assert_eq(e, a);
+    cr_assert_eq(ledger_start(&l, 206), -1, "a started slot was taken");
+    cr_assert_eq(s_state_of(&l, c, &id), LC_LEDGER_STARTED);
+    cr_assert_eq(id, 203);
+    ledger_close(&l);
+    cr_assert_eq(l.fd, -1);
+}
+
+/* A module that ran many more items than its ledger has slots still has a complete ledger
+ * at its crash: the items before were done, the aborting one is reported, none runs twice. */
+Test(ledger, a_long_run_reuses_slots_and_stays_exact)
+{
+    h_broker(NULL);
+    proc_t *k = h_echo_with("k", "--window", "2", NULL); /* 2 + 1 + 16 slots */
+    lc_client_t *c = h_client();
+    for (int i = 0; i < 200; i++)
+        cr_assert_eq(lc_enqueue(c, "k.record", json_pack("{s:i}", "n", i), 0), 0);
+    h_wait_module_int(c, "k", "done", 200, 20000);
+    h_enqueue_ok(c, "k.crash", NULL, 0);
+    h_enqueue_ok(c, "k.record", json_pack("{s:i}", "n", 200), 0);
+    int st = h_wait_exit(k, 10000);
+    cr_assert(st != -1 && WIFSIGNALED(st), "k did not crash: %d", st);
+    h_wait_module_int(c, "k", "lost", 1, 10000);
+    cr_assert_eq(h_module_int(c, "k", "done"), 200);
+    cr_assert_eq(h_module_int(c, "k", "backlog"), 1, "the record after the crash is not kept");
     lc_client_destroy(&c);
 }
