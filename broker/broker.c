@@ -542,6 +542,9 @@ int broker_run(broker_t *self)
             timeout = 50;
         if (self->exiting && (timeout < 0 || timeout > EXIT_GRACE_MS))
             timeout = EXIT_GRACE_MS;
+        /* "Gone" answers still owed go out a batch per round, between reads. */
+        if (self->gone_head)
+            timeout = 0;
         /* The tap's batch leaves when it is TAP_FLUSH_MS old: a spy wakes a few hundred
          * times a second at most, however busy the bus. */
         if (self->tap.len) {
@@ -589,11 +592,13 @@ int broker_run(broker_t *self)
         }
         now = lc_mono_ms();
         broker_calls_expire(self, now);
+        broker_calls_send_gone(self, GONE_BATCH);
         broker_probe_silent(self, now);
         broker_check_liveness(self, now);
         broker_idle_check(self);
         broker_exit_step(self, now);
         if (self->exit_now) {
+            broker_calls_send_gone(self, SIZE_MAX); /* nobody is left to wait for */
             broker_tap_flush(self);
             return 0;
         }

@@ -92,8 +92,14 @@ struct module {
     module_t *next_hash;
 };
 
-/* A call routed to a module and not answered yet, keyed by its message id. */
+/* Why the calls to a module are answered "gone": shared by all of them. */
 typedef struct {
+    size_t refs;
+    char text[]; /* "module 'x' said goodbye" */
+} gone_why_t;
+
+/* A call routed to a module and not answered yet, keyed by its message id. */
+typedef struct call {
     uint64_t id;
     conn_t *caller; /* where the answer goes */
     module_t *caller_module;
@@ -104,6 +110,9 @@ typedef struct {
     int64_t deadline;
     int64_t arrived_ns; /* CLOCK_MONOTONIC: the start of its latency */
     char target[LC_ADDRESS_MAX + 1];
+    /* Once its module went away: out of the table, its "gone" answer owed (broker_calls_gone). */
+    struct call *next_gone;
+    gone_why_t *why;
 } call_t;
 
 /* broker.wait: answered when all named modules are registered. */
@@ -146,6 +155,7 @@ struct broker {
     idmap_t calls;   /* message id -> call */
     heap_t deadlines;
     waiter_t *waiters;
+    call_t *gone_head, *gone_last; /* calls whose "gone" answers are owed, oldest first */
 
     strpool_t pool;
     idmap_t subs_exact; /* event name hash -> sub chain */
@@ -258,6 +268,10 @@ void broker_on_reply(broker_t *self, zmq_msg_t *f, conn_t *c, const lc_hdr_t *h)
 void broker_calls_expire(broker_t *self, int64_t now);
 void broker_calls_drop_conn(broker_t *self, const conn_t *c);
 void broker_calls_gone(broker_t *self, module_t *m, const char *why);
+/* "Gone" answers are sent GONE_BATCH per loop round, so that a module leaving with a hundred
+ * thousand calls open does not hold up everyone else. */
+#define GONE_BATCH 1024
+void broker_calls_send_gone(broker_t *self, size_t max); /* the oldest max owed answers */
 void broker_waiters_check(broker_t *self);
 void broker_calls_clear(broker_t *self);
 

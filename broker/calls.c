@@ -265,6 +265,14 @@ static void s_builtin(broker_t *self, conn_t *to, const lc_hdr_t *h, uint64_t id
     json_decref(args);
 }
 
+/* Frees a call, and the reason of its "gone" answer with the last call that shares it. */
+static void s_call_free(call_t *call)
+{
+    if (call->why && --call->why->refs == 0)
+        free(call->why);
+    free(call);
+}
+
 void broker_on_call(broker_t *self, zmq_msg_t *f, conn_t *c, const lc_hdr_t *h)
 {
     int64_t arrived_ns = s_mono_ns();
@@ -340,6 +348,7 @@ void broker_on_call(broker_t *self, zmq_msg_t *f, conn_t *c, const lc_hdr_t *h)
         return;
     }
     call->id = id;
+    call->why = NULL;
     call->arrived_ns = arrived_ns;
     call->caller = to;
     call->caller_module = c->module;
@@ -448,22 +457,71 @@ void broker_calls_drop_conn(broker_t *self, const conn_t *c)
             wp = &w->next;
         }
     }
+    /* Nor can the "gone" answers owed to it be sent: they would name a freed connection. */
+    call_t *last = NULL;
+    for (call_t **cp = &self->gone_head; *cp;) {
+        call_t *call = *cp;
+        if (call->caller == c) {
+            *cp = call->next_gone;
+            s_call_free(call);
+        } else {
+            last = call;
+            cp = &call->next_gone;
+        }
+    }
+    self->gone_last = last;
 }
 
+/* The calls open to m leave the table at once, so that nothing routes to them any more and
+ * calls_open is right; their callers' "gone" answers are owed, GONE_BATCH of them now and as
+ * many per loop round after (broker_run), so that a module leaving with 100,000 calls open
+ * (what a full send queue holds) does not stop the broker serving everyone else. Taking
+ * them out costs no allocation: the calls themselves wait, sharing one reason. */
 void broker_calls_gone(broker_t *self, module_t *m, const char *why)
 {
+    gone_why_t *reason = NULL;
     for (size_t i = 0; i < self->calls.cap; i++) {
         call_t *call = self->calls.values[i];
         if (!call || call->callee != m)
             continue;
         idmap_take_at(&self->calls, &i);
-        if (call->caller_module != m) {
-            self->stats.gone++;
-            lc_hdr_t req = {.seq = call->seq, .tx = call->tx, .priority = call->priority};
-            broker_error(self, call->caller, &req, call->id, LC_STATUS_GONE,
-                         "module '%s' %s before answering %s", m->name, why, call->target);
+        if (call->caller_module == m) {
+            free(call); /* its own call: nobody left to answer */
+            continue;
         }
-        free(call);
+        if (!reason) {
+            int n = snprintf(NULL, 0, "module '%s' %s", m->name, why);
+            if (n < 0 || !(reason = malloc(sizeof *reason + (size_t)n + 1))) {
+                free(call); /* out of memory: the caller learns it at its own deadline */
+                continue;
+            }
+            reason->refs = 0;
+            snprintf(reason->text, (size_t)n + 1, "module '%s' %s", m->name, why);
+        }
+        self->stats.gone++;
+        reason->refs++;
+        call->why = reason;
+        call->next_gone = NULL;
+        if (self->gone_head)
+            self->gone_last->next_gone = call;
+        else
+            self->gone_head = call;
+        self->gone_last = call;
+    }
+    broker_calls_send_gone(self, GONE_BATCH);
+}
+
+void broker_calls_send_gone(broker_t *self, size_t max)
+{
+    for (size_t n = 0; n < max && self->gone_head; n++) {
+        call_t *call = self->gone_head;
+        self->gone_head = call->next_gone;
+        if (!self->gone_head)
+            self->gone_last = NULL;
+        lc_hdr_t req = {.seq = call->seq, .tx = call->tx, .priority = call->priority};
+        broker_error(self, call->caller, &req, call->id, LC_STATUS_GONE,
+                     "%s before answering %s", call->why->text, call->target);
+        s_call_free(call);
     }
 }
 
@@ -478,4 +536,10 @@ void broker_calls_clear(broker_t *self)
         json_decref(w->modules);
         free(w);
     }
+    while (self->gone_head) {
+        call_t *call = self->gone_head;
+        self->gone_head = call->next_gone;
+        s_call_free(call);
+    }
+    self->gone_last = NULL;
 }

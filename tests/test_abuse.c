@@ -49,7 +49,8 @@ static void s_context_end(void)
     s_ctx = NULL;
 }
 
-static raw_t *s_raw_open(void)
+/* rcvhwm: how many messages it may hold unread (0: no bound), -1 for libzmq's default. */
+static raw_t *s_raw_open_hwm(int rcvhwm)
 {
     raw_t *r = calloc(1, sizeof *r);
     cr_assert(r);
@@ -57,8 +58,15 @@ static raw_t *s_raw_open(void)
     cr_assert(r->sock, "zmq_socket: %s", zmq_strerror(errno));
     int zero = 0;
     zmq_setsockopt(r->sock, ZMQ_LINGER, &zero, sizeof zero);
+    if (rcvhwm >= 0)
+        zmq_setsockopt(r->sock, ZMQ_RCVHWM, &rcvhwm, sizeof rcvhwm);
     cr_assert_eq(zmq_connect(r->sock, h_bus), 0, "zmq_connect: %s", zmq_strerror(errno));
     return r;
+}
+
+static raw_t *s_raw_open(void)
+{
+    return s_raw_open_hwm(-1);
 }
 
 static void s_raw_close(raw_t **r)
@@ -88,13 +96,21 @@ static uint32_t s_raw_send(raw_t *r, int type, uint16_t flags, const char *addre
 
 /* A HELLO with a fresh token and this process's pid (so the broker watches it by pidfd);
  * extra: more keys of the payload, as JSON members ("" for none). */
+static uint32_t s_raw_hello_token(raw_t *r, const char *name, const char *token,
+                                  const char *extra)
+{
+    char payload[1024];
+    snprintf(payload, sizeof payload, "{\"token\":\"%s\",\"pid\":%d%s%s}", token,
+             (int)getpid(), *extra ? "," : "", extra);
+    return s_raw_send(r, LC_MSG_HELLO, 0, name, payload, strlen(payload));
+}
+
 static uint32_t s_raw_hello(raw_t *r, const char *name, const char *extra)
 {
     static unsigned n;
-    char payload[1024];
-    snprintf(payload, sizeof payload, "{\"token\":\"%016x\",\"pid\":%d%s%s}", ++n + 0x1000u,
-             (int)getpid(), *extra ? "," : "", extra);
-    return s_raw_send(r, LC_MSG_HELLO, 0, name, payload, strlen(payload));
+    char token[17];
+    snprintf(token, sizeof token, "%016x", ++n + 0x1000u);
+    return s_raw_hello_token(r, name, token, extra);
 }
 
 typedef struct {
@@ -320,6 +336,43 @@ Test(abuse, a_module_that_stops_reading_is_bounded_and_others_served)
     s_broker_exits_cleanly(b);
 }
 
+/* Reads the refusals (not_ready) the raw caller has been sent so far; adds them to
+ * *refused. Anything else fails the test. */
+static void s_read_refusals(raw_t *caller, int *refused)
+{
+    rmsg_t m;
+    while (s_raw_recv(caller, &m, 0)) {
+        cr_assert_eq(m.h.type, LC_MSG_ERROR, "an answer of type %d", m.h.type);
+        cr_assert_eq(m.h.status, LC_STATUS_NOT_READY, "status %u: %s", m.h.status, m.payload);
+        (*refused)++;
+    }
+}
+
+/* Calls deaf.m from the raw caller (each with a deadline of timeout_ms), 1,000 at a time
+ * without waiting for answers, until the broker refuses one as not_ready: its send queue to
+ * the module that never reads is full. Returns how many calls were sent; the refusals read
+ * are added to *refused. */
+static int s_fill_deaf(raw_t *caller, uint32_t timeout_ms, int *refused)
+{
+    uint8_t hb[LC_HDR_SIZE];
+    int sent = 0;
+    int64_t end = lc_mono_ms() + 240000;
+    while (!*refused) {
+        cr_assert(sent < 400000 && lc_mono_ms() < end,
+                  "%d calls to a module that never reads, and none refused", sent);
+        for (int i = 0; i < 1000; i++, sent++) {
+            lc_hdr_t h = {.type = LC_MSG_CALL, .seq = ++caller->seq, .timeout_ms = timeout_ms};
+            lc_hdr_encode(&h, hb);
+            zmq_send(caller->sock, hb, sizeof hb, ZMQ_SNDMORE);
+            zmq_send(caller->sock, "deaf.m", 6, ZMQ_SNDMORE);
+            zmq_send(caller->sock, "", 0, ZMQ_SNDMORE);
+            zmq_send(caller->sock, "", 0, 0);
+        }
+        s_read_refusals(caller, refused);
+    }
+    return sent;
+}
+
 /* The same module's socket filled to the brim: calls to it are forwarded until the
  * broker's send queue to it (100,000 messages, plus what the kernel and the peer's receive
  * queue hold) is full; from then on each call is refused at once with not_ready (status 4,
@@ -342,27 +395,8 @@ Test(abuse, a_full_socket_refuses_calls_with_not_ready, .timeout = 300)
      * deadline is short so that the broker has forgotten the calls before the module goes:
      * otherwise its BYE makes the broker answer each of them "gone" in one loop round, which
      * takes seconds for 150,000 calls in the sanitizer build. */
-    uint8_t hb[LC_HDR_SIZE];
-    int sent = 0;
-    bool refused = false;
-    int64_t end = lc_mono_ms() + 240000;
-    while (!refused) {
-        cr_assert(sent < 400000 && lc_mono_ms() < end,
-                  "%d calls to a module that never reads, and none refused", sent);
-        for (int i = 0; i < 1000; i++, sent++) {
-            lc_hdr_t h = {.type = LC_MSG_CALL, .seq = ++caller->seq, .timeout_ms = 1000};
-            lc_hdr_encode(&h, hb);
-            zmq_send(caller->sock, hb, sizeof hb, ZMQ_SNDMORE);
-            zmq_send(caller->sock, "deaf.m", 6, ZMQ_SNDMORE);
-            zmq_send(caller->sock, "", 0, ZMQ_SNDMORE);
-            zmq_send(caller->sock, "", 0, 0);
-        }
-        while (s_raw_recv(caller, &m, 0)) {
-            cr_assert_eq(m.h.type, LC_MSG_ERROR, "an answer of type %d", m.h.type);
-            cr_assert_eq(m.h.status, LC_STATUS_NOT_READY, "status %u: %s", m.h.status, m.payload);
-            refused = true;
-        }
-    }
+    int refused = 0;
+    int sent = s_fill_deaf(caller, 1000, &refused);
     printf("abuse: the first call refused as not_ready came after about %d calls to a module "
            "that never reads\n",
            sent);
@@ -385,6 +419,92 @@ Test(abuse, a_full_socket_refuses_calls_with_not_ready, .timeout = 300)
     s_context_end();
     h_wait_module_int(c, "deaf", "calls_in", -1, 10000);
     s_others_served(c, "ok", NULL, 3);
+    lc_client_destroy(&c);
+    s_broker_exits_cleanly(b);
+}
+
+/* The deaf module, its socket full, comes back (a new connection with its token takes its
+ * name over) with about 100,000 calls open to it. They leave the broker's table at once
+ * (calls_open is 0 when the new connection is welcomed), and every caller gets its "gone"
+ * answer, but spread over loop rounds: the new connection's broker.ping, sent right after
+ * its HELLO, is answered before the last of them. The broker's message ids grow with every
+ * message it sends, so they show the order without timing anything. */
+Test(abuse, calls_open_to_a_module_that_goes_are_answered_gone_between_others,
+     .timeout = 300)
+{
+    static const char token[] = "00000000feedf00d";
+    const char *decl = "\"lifecycle\":false,\"methods\":[{\"name\":\"m\"}]";
+    proc_t *b = h_broker(NULL);
+    lc_client_t *c = h_client();
+    raw_t *deaf = s_raw_open();
+    s_raw_hello_token(deaf, "deaf", token, decl);
+    h_wait_modules(c, "deaf", NULL);
+    json_int_t gone0 = h_stat(c, "gone");
+
+    /* No bound on what the caller holds unread: the "gone" answers all fit. */
+    raw_t *caller = s_raw_open_hwm(0);
+    rmsg_t m;
+    uint32_t seq = s_raw_hello(caller, "", "");
+    s_raw_expect(caller, LC_MSG_WELCOME, seq, &m, "the caller's HELLO");
+    int refused = 0;
+    int sent = s_fill_deaf(caller, 600000, &refused);
+    /* Every call is either open or refused once the broker has read them all. */
+    json_int_t open = 0;
+    int64_t end = lc_mono_ms() + 60000;
+    while ((open = h_stat(c, "calls_open")) + refused < sent) {
+        cr_assert(lc_mono_ms() < end, "%d calls sent, %lld open and %d refused after 60 s", sent,
+                  (long long)open, refused);
+        s_read_refusals(caller, &refused);
+    }
+    cr_assert_eq(open + refused, sent);
+    cr_assert_gt(open, 10000, "only %lld calls open", (long long)open);
+
+    raw_t *again = s_raw_open();
+    int64_t t0 = lc_now_us();
+    seq = s_raw_hello_token(again, "deaf", token, decl);
+    uint32_t ping = s_raw_send(again, LC_MSG_CALL, 0, "broker.ping", "{}", 2);
+    s_raw_expect(again, LC_MSG_WELCOME, seq, &m, "the module's HELLO again");
+    s_raw_expect(again, LC_MSG_REPLY, ping, &m, "broker.ping after the HELLO");
+    int64_t ping_us = lc_now_us() - t0;
+    uint64_t ping_id = m.h.id;
+    int64_t s0 = lc_now_us();
+    json_int_t open_after = h_stat(c, "calls_open");
+    int64_t stats_us = lc_now_us() - s0;
+    cr_assert_eq(open_after, 0, "the calls leave the table at once");
+
+    json_int_t gone = 0, after = 0;
+    end = lc_mono_ms() + 120000;
+    while (gone < open) {
+        int64_t left = end - lc_mono_ms();
+        cr_assert(left > 0 && s_raw_recv(caller, &m, (int)left),
+                  "%lld of %lld calls answered gone after 120 s", (long long)gone,
+                  (long long)open);
+        cr_assert_eq(m.h.type, LC_MSG_ERROR, "an answer of type %d", m.h.type);
+        if (m.h.status == LC_STATUS_NOT_READY)
+            continue; /* a refusal of before */
+        cr_assert_eq(m.h.status, LC_STATUS_GONE, "status %u: %s", m.h.status, m.payload);
+        cr_assert(strstr(m.payload, "deaf") && strstr(m.payload, "reconnected"), "%s",
+                  m.payload);
+        gone++;
+        after += m.h.id > ping_id;
+    }
+    int64_t spread_us = lc_now_us() - t0;
+    cr_assert(!s_raw_recv(caller, &m, 100), "an answer more than the calls: status %u %s",
+              m.h.status, m.payload);
+    cr_assert_gt(after, 0, "every gone answer left before the ping's reply");
+    cr_assert_eq(h_stat(c, "gone"), gone0 + open);
+    printf("abuse: %lld calls open to a module that came back were answered gone in %.2f s; "
+           "a broker.ping sent with its HELLO was answered in %.1f ms, before %lld of them; a "
+           "broker.stats from another client took %.1f ms\n",
+           (long long)open, (double)spread_us / 1e6, (double)ping_us / 1000, (long long)after,
+           (double)stats_us / 1000);
+
+    s_raw_send(again, LC_MSG_BYE, 0, "", "", 0);
+    s_raw_close(&again);
+    s_raw_close(&deaf);
+    s_raw_close(&caller);
+    s_context_end();
+    h_wait_module_int(c, "deaf", "calls_in", -1, 10000);
     lc_client_destroy(&c);
     s_broker_exits_cleanly(b);
 }
