@@ -408,6 +408,7 @@ broker_t *broker_new(const broker_config_t *cfg, char *err, size_t errlen)
     idmap_init(&self->modules);
     idmap_init(&self->calls);
     idmap_init(&self->subs_exact);
+    idmap_init(&self->senders);
     heap_init(&self->deadlines);
     strpool_init(&self->pool);
 
@@ -612,6 +613,7 @@ void broker_destroy(broker_t **self_p)
         return;
     broker_calls_clear(self);
     broker_registry_clear(self);
+    broker_senders_clear(self); /* empty by now: every item was retired with its module */
     json_decref(self->expected);
     json_decref(self->stop_order);
     idmap_clear(&self->conns);

@@ -83,8 +83,6 @@ struct module {
     bool unreachable;   /* a send found its connection closed: removed at the loop's top */
     bool shutdown_asked; /* exit: this module was told to shut down */
     int64_t exited_at;   /* its process ended (pidfd); removed EXIT_GRACE_MS later */
-    size_t sent_queued; /* tasks and events it sent that are queued or in flight (an event
-                           once, however many copies) */
     struct {
         uint64_t calls_in, calls_out, tasks_in, events_in, delivered, done, failed, dropped, lost,
             redelivered, sends_refused;
@@ -125,6 +123,16 @@ typedef struct waiter {
     struct waiter *next;
 } waiter_t;
 
+/* What one sender has in the queue (--max-sent), kept by its name rather than by its
+ * registration: a module that registers again (a new connection, a restart, a takeover)
+ * still finds the items it sent before counted. Lives while it counts any. */
+typedef struct sender {
+    struct sender *next; /* same hash */
+    size_t queued; /* tasks and events it sent that are queued or in flight (an event once,
+                      however many copies) */
+    char name[LC_NAME_MAX + 1];
+} sender_t;
+
 enum {
     LOG_MALFORMED,
     LOG_VERSION,
@@ -164,6 +172,7 @@ struct broker {
     size_t work;   /* work items queued or in flight */
     bool busy;
     uint64_t emit_seq;
+    idmap_t senders; /* name hash -> sender chain */
 
     uint64_t next_id;
     uint64_t anon_count;
@@ -260,7 +269,7 @@ void broker_on_pidfd(broker_t *self, int fd);
 void broker_check_liveness(broker_t *self, int64_t now);
 void broker_probe_silent(broker_t *self, int64_t now);
 void broker_registry_clear(broker_t *self);
-json_t *broker_module_info(const module_t *m);
+json_t *broker_module_info(const broker_t *self, const module_t *m);
 
 /* calls.c */
 void broker_on_call(broker_t *self, zmq_msg_t *f, conn_t *c, const lc_hdr_t *h);
@@ -292,6 +301,8 @@ void broker_on_event(broker_t *self, zmq_msg_t *f, conn_t *c, const lc_hdr_t *h)
 void broker_on_done(broker_t *self, zmq_msg_t *f, conn_t *c, const lc_hdr_t *h);
 void broker_emit(broker_t *self, const char *event, json_t *args); /* source "broker" */
 void broker_pump(broker_t *self, module_t *m);
+size_t broker_sent_queued(const broker_t *self, const char *name); /* its share in use */
+void broker_senders_clear(broker_t *self);
 void broker_idle_check(broker_t *self);
 int broker_subs_validate(json_t *patterns, char *err, size_t errlen);
 int broker_subs_set(broker_t *self, module_t *m, json_t *patterns, char *err, size_t errlen);

@@ -233,7 +233,7 @@ static void s_builtin(broker_t *self, conn_t *to, const lc_hdr_t *h, uint64_t id
         json_t *list = json_array();
         for (size_t i = 0; i < self->modules.cap; i++)
             for (module_t *m = self->modules.values[i]; m; m = m->next_hash)
-                json_array_append_new(list, broker_module_info(m));
+                json_array_append_new(list, broker_module_info(self, m));
         s_reply(self, to, h, id, tx, json_pack("{s:o}", "modules", list));
     } else if (strcmp(method, "expect") == 0) {
         json_t *mods = json_object_get(args, "modules");

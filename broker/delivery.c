@@ -134,6 +134,69 @@ static bq_item_t *s_item_new(broker_t *self, int kind, const char *name, size_t 
     return it;
 }
 
+/* ---- Senders' shares (--max-sent) ------------------------------------------------------ */
+
+static sender_t *s_sender(const broker_t *self, const char *name)
+{
+    for (sender_t *s = idmap_get(&self->senders, broker_hash(name, strlen(name))); s; s = s->next)
+        if (strcmp(s->name, name) == 0)
+            return s;
+    return NULL;
+}
+
+size_t broker_sent_queued(const broker_t *self, const char *name)
+{
+    const sender_t *s = s_sender(self, name);
+    return s ? s->queued : 0;
+}
+
+/* One more item of this sender in the queue; false when out of memory (not counted). */
+static bool s_sender_add(broker_t *self, const char *name)
+{
+    sender_t *s = s_sender(self, name);
+    if (!s) {
+        uint64_t h = broker_hash(name, strlen(name));
+        if (!(s = calloc(1, sizeof *s)))
+            return false;
+        snprintf(s->name, sizeof s->name, "%s", name);
+        s->next = idmap_get(&self->senders, h);
+        if (idmap_put(&self->senders, h, s) < 0) {
+            free(s);
+            return false;
+        }
+    }
+    s->queued++;
+    return true;
+}
+
+static void s_sender_remove(broker_t *self, const char *name)
+{
+    uint64_t h = broker_hash(name, strlen(name));
+    sender_t *head = idmap_get(&self->senders, h), **pp = &head;
+    while (*pp && strcmp((*pp)->name, name) != 0)
+        pp = &(*pp)->next;
+    sender_t *s = *pp;
+    if (!s || --s->queued > 0)
+        return;
+    /* Nothing of it is left: the record goes, whether or not the sender is registered. */
+    *pp = s->next;
+    free(s);
+    if (head)
+        idmap_put(&self->senders, h, head);
+    else
+        idmap_take(&self->senders, h);
+}
+
+void broker_senders_clear(broker_t *self)
+{
+    for (size_t i = 0; i < self->senders.cap; i++)
+        for (sender_t *s = self->senders.values[i], *next; s; s = next) {
+            next = s->next;
+            free(s);
+        }
+    idmap_clear(&self->senders);
+}
+
 static void s_enqueue(broker_t *self, module_t *m, bq_item_t *it)
 {
     broker_queue_push(&m->queue, it);
@@ -141,15 +204,13 @@ static void s_enqueue(broker_t *self, module_t *m, bq_item_t *it)
     if (it->work) {
         self->work++;
         self->busy = true;
-        /* Counted against its sender until it is done or discarded (--max-sent): an event
-         * once, however many copies (they share the payload), so that subscribers that
-         * are slow or gone do not multiply it. */
+        /* Counted against its sender's name until it is done or discarded (--max-sent): an
+         * event once, however many copies (they share the payload), so that subscribers
+         * that are slow or gone do not multiply it. */
+        if (it->payload->counted == 0 && !s_sender_add(self, it->source))
+            return; /* out of memory: this one is not counted */
         it->counted = true;
-        if (it->payload->counted++ == 0) {
-            module_t *src = broker_module_find(self, it->source, strlen(it->source));
-            if (src)
-                src->sent_queued++;
-        }
+        it->payload->counted++;
     }
 }
 
@@ -158,12 +219,8 @@ static void s_item_retire(broker_t *self, bq_item_t *it)
 {
     if (it->work)
         self->work--;
-    if (it->counted && --it->payload->counted == 0) {
-        /* The sender may have gone and come back as a new module since: never below 0. */
-        module_t *src = broker_module_find(self, it->source, strlen(it->source));
-        if (src && src->sent_queued > 0)
-            src->sent_queued--;
-    }
+    if (it->counted && --it->payload->counted == 0)
+        s_sender_remove(self, it->source);
     bq_item_free(&self->pool, it);
 }
 
@@ -324,12 +381,13 @@ void broker_on_task(broker_t *self, zmq_msg_t *f, conn_t *c, const lc_hdr_t *h)
                  broker_state_name(c->module->state));
         return;
     }
-    if (c->module->sent_queued >= s_max_sent(self)) {
+    size_t own = broker_sent_queued(self, c->module->name);
+    if (own >= s_max_sent(self)) {
         c->module->count.sends_refused++;
         s_refuse(self, c, h, addr, LC_STATUS_QUEUE_FULL,
                  "module '%s' has %zu tasks and events of its own queued or in flight, its "
                  "limit (--max-sent)",
-                 c->module->name, c->module->sent_queued);
+                 c->module->name, own);
         return;
     }
     if (self->queued >= self->cfg.max_queue) {
@@ -491,12 +549,13 @@ void broker_on_event(broker_t *self, zmq_msg_t *f, conn_t *c, const lc_hdr_t *h)
                  broker_state_name(c->module->state));
         return;
     }
-    if (c->module->sent_queued >= s_max_sent(self)) {
+    size_t own = broker_sent_queued(self, c->module->name);
+    if (own >= s_max_sent(self)) {
         c->module->count.sends_refused++;
         s_refuse(self, c, h, name, LC_STATUS_QUEUE_FULL,
                  "module '%s' has %zu tasks and events of its own queued or in flight, its "
                  "limit (--max-sent)",
-                 c->module->name, c->module->sent_queued);
+                 c->module->name, own);
         return;
     }
     if (self->queued >= self->cfg.max_queue) {

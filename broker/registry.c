@@ -684,7 +684,7 @@ done:
 
 /* ---- Introspection and teardown ------------------------------------------------------- */
 
-json_t *broker_module_info(const module_t *m)
+json_t *broker_module_info(const broker_t *self, const module_t *m)
 {
     json_t *events = json_array();
     for (const sub_t *s = m->subs; s; s = s->next_of_module) {
@@ -713,7 +713,8 @@ json_t *broker_module_info(const module_t *m)
     json_object_set_new(o, "dropped", json_integer((json_int_t)m->count.dropped));
     json_object_set_new(o, "lost", json_integer((json_int_t)m->count.lost));
     json_object_set_new(o, "redelivered", json_integer((json_int_t)m->count.redelivered));
-    json_object_set_new(o, "sent_queued", json_integer((json_int_t)m->sent_queued));
+    json_object_set_new(o, "sent_queued",
+                        json_integer((json_int_t)broker_sent_queued(self, m->name)));
     json_object_set_new(o, "sends_refused", json_integer((json_int_t)m->count.sends_refused));
     return o;
 }

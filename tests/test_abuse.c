@@ -623,6 +623,65 @@ Test(abuse, a_flooder_is_refused_at_its_own_limit_and_others_are_not)
     s_broker_exits_cleanly(b);
 }
 
+/* The share follows the sender's name, not its registration: a flooder at its share
+ * that leaves and registers again (a restart) still finds its items counted, and its
+ * sends are refused until they drain. */
+Test(abuse, a_flooder_that_registers_again_keeps_its_share)
+{
+    enum { FLOOD = 50, SENT = 10 };
+    proc_t *b = h_broker("--max-queue", "30", "--max-sent", "10", NULL);
+    h_echo_with("slow", "--listen", "flood", "--window", "1", NULL);
+    lc_client_t *c = h_client();
+    h_enqueue_ok(c, "slow.hold", NULL, 0);
+    h_wait_module_int(c, "slow", "in_flight", 1, 5000);
+
+    flood_notes_t notes = {0};
+    lc_client_t *flooder = s_flood(FLOOD, &notes);
+    h_dispatch_until(flooder, &notes.count, FLOOD - SENT, 30000, "the flood's refusals");
+    cr_assert_eq(h_module_int(c, "flooder", "sent_queued"), SENT);
+
+    /* It goes (BYE) and comes back under the same name. */
+    lc_client_destroy(&flooder);
+    h_wait_module_int(c, "flooder", "sent_queued", -1, 5000);
+    for (int round = 0; round < 2; round++) {
+        flooder = lc_client_new("flooder", h_bus);
+        cr_assert(flooder);
+        lc_client_set_lifecycle(flooder, false);
+        cr_assert_eq(lc_connect(flooder, 5000), 0);
+        cr_assert_eq(h_module_int(c, "flooder", "sent_queued"), SENT,
+                     "registration %d: the items of before still count", round + 2);
+        json_t *info = NULL;
+        int rc = lc_emit_wait(flooder, "flood", json_pack("{s:i}", "i", FLOOD + round), 0, 5000,
+                              &info);
+        cr_assert_eq(rc, LC_EQUEUEFULL, "an event after registering again: %s %s",
+                     lc_strerror(rc), h_dump(info));
+        cr_assert(strstr(h_str(info, "message"), "--max-sent"), "%s", h_dump(info));
+        json_decref(info);
+        rc = lc_enqueue_wait(flooder, "slow.record", NULL, 0, 5000, &info);
+        cr_assert_eq(rc, LC_EQUEUEFULL, "a task after registering again: %s %s",
+                     lc_strerror(rc), h_dump(info));
+        json_decref(info);
+        cr_assert_eq(h_module_int(c, "flooder", "sends_refused"), 2);
+        if (round == 0) {
+            lc_client_destroy(&flooder);
+            h_wait_module_int(c, "flooder", "sent_queued", -1, 5000);
+        }
+    }
+    cr_assert_eq(h_module_int(c, "slow", "backlog"), SENT);
+
+    /* Drained, the name's share is free again. */
+    s_call_ok(c, "slow.release", NULL, NULL);
+    h_wait_module_int(c, "slow", "done", 1 + SENT, 10000);
+    h_wait_module_int(c, "flooder", "sent_queued", 0, 5000);
+    json_t *info = NULL;
+    int rc = lc_emit_wait(flooder, "flood", json_pack("{s:i}", "i", FLOOD + 2), 0, 5000, &info);
+    cr_assert_eq(rc, 0, "after the drain: %s %s", lc_strerror(rc), h_dump(info));
+    json_decref(info);
+    lc_client_destroy(&flooder);
+    lc_client_destroy(&c);
+    s_broker_exits_cleanly(b);
+}
+
 /* Without --max-sent, a module's sends may hold half of the total queue: one flooder
  * cannot fill it for the others. */
 Test(abuse, by_default_a_flooder_holds_at_most_half_the_queue)
