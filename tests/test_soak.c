@@ -146,13 +146,13 @@ Test(soak, a_caller_that_leaks_fails_the_run)
     char dir[300], json[300];
     snprintf(dir, sizeof dir, "%s/leaky", h_dir);
     snprintf(json, sizeof json, "%s/leaky.json", h_dir);
-    proc_t *p = h_spawn("lc-soak", SOAK_BIN, "--calls", "20000", "--events", "2000",
-                        "--interval-ms", "50", "--leak-bytes", "64", "--dir", dir, "--json",
-                        json, NULL);
+    proc_t *p =
+        h_spawn("lc-soak", SOAK_BIN, "--calls", "20000", "--events", "2000", "--interval-ms", "50",
+                "--leak-bytes", "64", "--dir", dir, "--json", json, NULL);
     int status = h_wait_exit(p, 170000);
     cr_assert_neq(status, -1, "lc-soak still runs after 170 s; its output: %s", p->log);
-    cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 1, "lc-soak exited with %d:\n%s",
-              status, h_log(p));
+    cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 1, "lc-soak exited with %d:\n%s", status,
+              h_log(p));
     json_error_t err;
     json_t *sum = json_load_file(json, 0, &err);
     cr_assert(sum, "no summary from lc-soak (%s): %s\n%s", json, err.text, h_log(p));

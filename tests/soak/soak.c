@@ -69,7 +69,7 @@ static struct {
     /* the roles' own options */
     const char *role, *name, *bus, *targets;
     long long count;
-    long long leak_bytes; /* --leak-bytes: a caller loses this many bytes per answer */
+    long long leak_bytes;   /* --leak-bytes: a caller loses this many bytes per answer */
     double max_heap_growth; /* percent; < 0: not judged */
 } o = {
     .calls = 1000000,
@@ -376,8 +376,7 @@ static int s_run_emitter(void)
     while (rc == 0) {
         long long allowed = s_allowed(&e.start, e.emitted);
         for (int burst = 0; burst < 256 && !s_paused && e.emitted < o.count &&
-                            e.emitted - e.low < EMIT_LAG &&
-                            e.emitted < allowed;
+                            e.emitted - e.low < EMIT_LAG && e.emitted < allowed;
              burst++) {
             int r = lc_emit(e.c, EVENT, json_pack("{s:I}", "n", (json_int_t)e.emitted), 0);
             if (r < 0) {
@@ -734,7 +733,8 @@ static sample_t *s_sample(double t, long long calls, long long events)
         s->rss[i] = s_procs[i].exited ? -1 : s_rss_kb(s_procs[i].pid, &s->anon[i]);
         s->fds[i] = s_procs[i].exited ? -1 : s_fd_count(s_procs[i].pid);
         lc_heapstat_t h;
-        s->heap[i] = !s_procs[i].exited && s_read_heap(&s_procs[i], &h) ? (long)(h.live / 1024) : -1;
+        s->heap[i] =
+            !s_procs[i].exited && s_read_heap(&s_procs[i], &h) ? (long)(h.live / 1024) : -1;
     }
     return s;
 }
@@ -941,7 +941,6 @@ static int s_rm(const char *path, const struct stat *sb, int flag, struct FTW *f
     (void)ftw;
     return remove(path);
 }
-
 
 static int s_run_driver(void)
 {
@@ -1174,16 +1173,17 @@ static int s_run_driver(void)
         ok = false;
     }
     if (cps)
-        printf("\nmemory with nothing in flight, at warm-up (%.0f%% of the work, the load paused; "
-               "%.1f s) and at the end (%.1f s):\nheap: bytes held through malloc, and their growth "
-               "against the process's size (VmRSS at warm-up), which is judged; malloc: what "
-               "glibc's malloc got from the system, and of it free at the end; RSS: VmRSS, and "
-               "its largest sample; fds: at warm-up and at the end\n",
-               100.0 * w->progress, cw->t, ce->t);
+        printf(
+            "\nmemory with nothing in flight, at warm-up (%.0f%% of the work, the load paused; "
+            "%.1f s) and at the end (%.1f s):\nheap: bytes held through malloc, and their growth "
+            "against the process's size (VmRSS at warm-up), which is judged; malloc: what "
+            "glibc's malloc got from the system, and of it free at the end; RSS: VmRSS, and "
+            "its largest sample; fds: at warm-up and at the end\n",
+            100.0 * w->progress, cw->t, ce->t);
     printf("%-14s %7s %11s %11s %10s %8s %10s %10s %10s %10s %10s %8s %10s %5s %5s %5s %4s  %s\n",
            "process", "pid", "heap warm", "heap end", "growth", "of size", "malloc w", "malloc end",
-           "free end", "RSS warm", "RSS end", "growth", "RSS max", "fds@w", "fds", "fdmax",
-           "exit", "verdict");
+           "free end", "RSS warm", "RSS end", "growth", "RSS max", "fds@w", "fds", "fdmax", "exit",
+           "verdict");
     bool leaks_any = false;
     for (int i = 0; i < s_nprocs; i++) {
         proc_t *p = &s_procs[i];
@@ -1262,9 +1262,9 @@ static int s_run_driver(void)
         json_array_append_new(jprocs, jp);
     }
     if (!heap)
-        printf("heap not measured (%s)\n", o.valgrind  ? "under valgrind"
-                                           : o.wrap    ? "under --wrap"
-                                                       : "an ASan build has its own malloc");
+        printf("heap not measured (%s)\n", o.valgrind ? "under valgrind"
+                                           : o.wrap   ? "under --wrap"
+                                                      : "an ASan build has its own malloc");
     else if (!judge_heap)
         printf("heap growth not judged (--max-heap-growth below 0)\n");
     if (!judge_rss)
