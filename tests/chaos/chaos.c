@@ -107,6 +107,52 @@ static kill_t s_kills[MAX_KILLS];
 static int64_t s_start; /* when the load started */
 static int s_nkills;
 
+/* ---- Pauses of the machine ------------------------------------------------------------- */
+
+/* A thread sleeps 10 ms at a time and notes when it woke over STALL_MS late: this process
+ * (and, on a loaded machine, the whole system) was not run meanwhile. A call that hit a
+ * deadline across such a pause lacked CPU time, not an answer from the bus; its line says
+ * so, and the pauses are printed. */
+#define STALL_MS 500
+#define MAX_STALLS 4096
+
+typedef struct {
+    int64_t from, to;
+} stall_t;
+
+static stall_t s_stalls[MAX_STALLS];
+static int s_nstalls;
+static atomic_bool s_watch_stop;
+
+static void *s_watch(void *arg)
+{
+    (void)arg;
+    int64_t last = s_now_us();
+    while (!atomic_load(&s_watch_stop)) {
+        s_sleep_ms(10);
+        int64_t now = s_now_us();
+        if (now - last > (10 + STALL_MS) * 1000LL) {
+            pthread_mutex_lock(&s_lock);
+            if (s_nstalls < MAX_STALLS)
+                s_stalls[s_nstalls++] = (stall_t){last, now};
+            pthread_mutex_unlock(&s_lock);
+        }
+        last = now;
+    }
+    return NULL;
+}
+
+/* The longest pause within (from, to), in µs (0: none). */
+static int64_t s_stall_within(int64_t from, int64_t to)
+{
+    int64_t longest = 0;
+    for (int i = 0; i < s_nstalls; i++)
+        if (s_stalls[i].to > from && s_stalls[i].from < to &&
+            s_stalls[i].to - s_stalls[i].from > longest)
+            longest = s_stalls[i].to - s_stalls[i].from;
+    return longest;
+}
+
 /* ---- Calls ----------------------------------------------------------------------------- */
 
 typedef struct {
@@ -880,7 +926,8 @@ int main(int argc, char **argv)
         s_sleep_ms(10);
     }
 
-    pthread_t callers[64], sender;
+    pthread_t callers[64], sender, watch;
+    pthread_create(&watch, NULL, s_watch, NULL);
     for (int i = 0; i < S.callers; i++)
         pthread_create(&callers[i], NULL, s_caller, (void *)(intptr_t)i);
     pthread_create(&sender, NULL, s_sender, NULL);
@@ -891,6 +938,8 @@ int main(int argc, char **argv)
         pthread_join(callers[i], NULL);
     pthread_join(sender, NULL);
     int64_t end = s_now_us();
+    atomic_store(&s_watch_stop, true);
+    pthread_join(watch, NULL);
 
     /* Everything queued is delivered once every module is back: wait for the queue to
      * drain (or 30 s) before stopping the system. */
@@ -951,6 +1000,16 @@ int main(int argc, char **argv)
                s_pct(bback, nbback, 0.5), s_pct(bback, nbback, 1.0), nbback);
     printf("  never back: %d (goal 0)\n", not_back);
     s_goal(not_back == 0, "back");
+    int64_t longest = 0;
+    for (int i = 0; i < s_nstalls; i++)
+        if (s_stalls[i].to - s_stalls[i].from > longest)
+            longest = s_stalls[i].to - s_stalls[i].from;
+    printf("pauses of the machine (lc-chaos woke over %d ms late): %d, the longest %.1f s\n",
+           STALL_MS, s_nstalls, longest / 1e6);
+    if (S.verbose)
+        for (int i = 0; i < s_nstalls; i++)
+            printf("  pause at +%.3f s for %.1f s\n", (s_stalls[i].from - start) / 1e6,
+                   (s_stalls[i].to - s_stalls[i].from) / 1e6);
 
     if (S.verbose)
         for (int i = 0; i < s_nkills; i++)
@@ -1007,10 +1066,17 @@ int main(int argc, char **argv)
         for (size_t i = 0; i < s_ncalls; i++)
             if ((s_classify(&s_calls[i]) == C_SURVIVORS && s_outcome(&s_calls[i]) != O_OK) ||
                 s_outcome(&s_calls[i]) == O_TIMEOUT)
-                printf("    failed: e%d.call -> e%d at +%.3f s for %.1f ms: %s (code %d), %s\n",
+            {
+                int64_t stall = s_stall_within(s_calls[i].t0, s_calls[i].t1);
+                char paused[96] = "";
+                if (stall)
+                    snprintf(paused, sizeof paused, " (across a pause of the machine of %.1f s)",
+                             stall / 1e6);
+                printf("    failed: e%d.call -> e%d at +%.3f s for %.1f ms: %s (code %d), %s%s\n",
                        s_calls[i].a + 1, s_calls[i].b + 1, (s_calls[i].t0 - start) / 1e6,
                        (s_calls[i].t1 - s_calls[i].t0) / 1e3, lc_strerror(s_calls[i].rc),
-                       s_calls[i].code, s_class_names[s_classify(&s_calls[i])]);
+                       s_calls[i].code, s_class_names[s_classify(&s_calls[i])], paused);
+            }
 
     /* Items: each copy delivered (journalled by its module), reported lost (the monitor),
      * or gone with a killed broker's queue. */
@@ -1109,7 +1175,7 @@ int main(int argc, char **argv)
     }
     printf("  unaccounted copies: %ld (goal 0); delivered twice: %ld (goal 0)\n", unacc, dups);
     printf("  delivered twice because the crash presumption reported an item that had already "
-           "run and put back the one running: %ld (goal 0; a known race, "
+           "run and put back the one running: %ld (goal 0; the race the ledger closes, "
            "docs/reliability.md)\n",
            dups_presumed);
     long queued_at_kills = 0, inflight_at_kills = 0;
