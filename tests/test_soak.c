@@ -1,9 +1,11 @@
 /* The soak, short: lc-soak (tests/soak/soak.c) with 20,000 calls and 20,000 events through
  * one broker, two lc-echo modules, two callers, an emitter and two subscribers. Every
  * answer is right, every event reaches every subscriber in order, no process opens more
- * descriptors after warm-up, what each holds through malloc does not grow (its goal, as in
- * `make soak`), and every process exits 0 (under the ASan build: with no leak report).
- * RSS only with a generous bound: a short run on a shared machine says little about it.
+ * descriptors after warm-up, what each holds through malloc grows by less than 3% of its
+ * size (`make soak`: 1%; the warm-up of a run of a second comes before each of libzmq's
+ * pipes has taken its spare chunk of 16 kB, which the broker's heap shows as 32 to 48 kB,
+ * 0.6%), and every process exits 0 (under the ASan build: with no leak report). RSS only
+ * with a generous bound: a short run on a shared machine says little about it.
  * A caller that loses 64 bytes a call fails the run. And the two structures the soak
  * found keeping their largest size: the deadline heap and the idmap (docs/reliability.md). */
 #include "harness.h"
@@ -25,9 +27,9 @@ Test(soak, short_run_answers_delivers_and_stays_flat)
     char dir[300], json[300];
     snprintf(dir, sizeof dir, "%s/soak", h_dir);
     snprintf(json, sizeof json, "%s/soak.json", h_dir);
-    proc_t *p =
-        h_spawn("lc-soak", SOAK_BIN, "--calls", "20000", "--events", "20000", "--interval-ms", "50",
-                "--max-rss-growth", "50", "--dir", dir, "--json", json, NULL);
+    proc_t *p = h_spawn("lc-soak", SOAK_BIN, "--calls", "20000", "--events", "20000",
+                        "--interval-ms", "50", "--max-rss-growth", "50", "--max-heap-growth", "3",
+                        "--dir", dir, "--json", json, NULL);
     int status = h_wait_exit(p, 170000);
     cr_assert_neq(status, -1, "lc-soak still runs after 170 s; its output: %s", p->log);
 
@@ -169,12 +171,15 @@ Test(soak, a_caller_that_leaks_fails_the_run)
         if (LC_SANITIZE) {
             cr_expect_eq(json_is_true(json_object_get(s, "leaks")), caller, "%s", h_dump(s));
         } else {
-            /* 8,000 calls or so after warm-up, each losing a block of 64 bytes or more */
+            /* Warm-up comes at 20% of the work (22,000 calls and events), so each caller
+             * makes at least 5,600 of its 10,000 calls after it, each losing a block of 64
+             * bytes or more. The others' heaps may hold a spare chunk of 16 kB per libzmq
+             * pipe that first held 256 messages after warm-up (docs/reliability.md). */
             long long grew = h_int(s, "heap_growth_bytes");
             if (caller)
-                cr_expect_geq(grew, 8000 * 64, "%s", h_dump(s));
+                cr_expect_geq(grew, 5600 * 64, "%s", h_dump(s));
             else
-                cr_expect_lt(grew, 64 * 1024, "%s", h_dump(s));
+                cr_expect_lt(grew, 5600 * 64 / 2, "%s", h_dump(s));
         }
     }
     cr_expect_eq(callers, 2, "%s", h_dump(sum));
