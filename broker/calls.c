@@ -435,6 +435,10 @@ void broker_calls_expire(broker_t *self, int64_t now)
     }
     if (self->waiters)
         broker_waiters_check(self);
+    /* Once most calls are over (answered, forgotten or gone), the table gives back its
+     * slots: a module or connection that goes scans all of them, and after 100,000 calls
+     * open at once there were 262,144 (0.2-0.4 ms a scan, for good). */
+    idmap_shrink(&self->calls);
 }
 
 void broker_calls_drop_conn(broker_t *self, const conn_t *c)
