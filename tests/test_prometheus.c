@@ -326,7 +326,8 @@ Test(prometheus, serves_the_bus_metrics_in_the_text_format)
     }
     cr_assert(s_has(m, "lc_errors_total{kind=\"unknown_target\"}"));
     cr_assert(s_has(m, "lc_refusals_total{reason=\"queue_full\"}"));
-    cr_assert(s_has(m, "lc_dropped_total") && s_has(m, "lc_lost_total"));
+    cr_assert(s_has(m, "lc_dropped_total") && s_has(m, "lc_lost_total") &&
+              s_has(m, "lc_ledger_done_total"));
     /* Every answered call is in the histogram, and only those. */
     cr_assert_eq(s_val(m, "lc_call_duration_seconds_count"),
                  s_val(m, "lc_messages_total{kind=\"replies\"}"));

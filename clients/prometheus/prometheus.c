@@ -130,6 +130,9 @@ static void s_broker(expo_t *e, json_t *st)
              "lost");
     s_single(e, st, "lc_redelivered_total", "counter",
              "Delivered items put back in their queue after their module went away", "redelivered");
+    s_single(e, st, "lc_ledger_done_total", "counter",
+             "Items counted done from a dead module's ledger, their DONE lost with the process",
+             "ledger_done");
     s_single(e, st, "lc_registrations_total", "counter", "Successful registrations of modules",
              "registrations");
     s_single(e, st, "lc_idle_total", "counter",
