@@ -56,6 +56,9 @@ static void s_sleep_ms(int ms)
         ;
 }
 
+static pid_t s_launch_pid, s_spy_pid; /* started, not yet reaped */
+
+/* Stops what this run started (lc-launch stops its system), then exits with status 2. */
 static void s_fail(const char *fmt, ...)
 {
     va_list ap;
@@ -64,6 +67,18 @@ static void s_fail(const char *fmt, ...)
     vfprintf(stderr, fmt, ap);
     fprintf(stderr, "\n");
     va_end(ap);
+    if (s_spy_pid > 0)
+        kill(s_spy_pid, SIGKILL);
+    if (s_launch_pid > 0) {
+        kill(s_launch_pid, SIGTERM);
+        pid_t r = 0;
+        for (int i = 0; i < 1000 && (r = waitpid(s_launch_pid, NULL, WNOHANG)) == 0; i++)
+            s_sleep_ms(10);
+        if (r == 0) {
+            kill(s_launch_pid, SIGKILL); /* its system goes with it */
+            waitpid(s_launch_pid, NULL, 0);
+        }
+    }
     exit(2);
 }
 
@@ -894,7 +909,7 @@ int main(int argc, char **argv)
 
     snprintf(prog, sizeof prog, "%s/lc-launch", S.bin);
     snprintf(out, sizeof out, "%s/launch.log", S.dir);
-    pid_t launch = s_spawn(out, (char *[]){prog, path, NULL});
+    pid_t launch = s_launch_pid = s_spawn(out, (char *[]){prog, path, NULL});
     lc_client_t *c = lc_client_new(NULL, S.bus);
     if (!c)
         s_fail("cannot create a client: %s", strerror(errno));
@@ -917,7 +932,7 @@ int main(int argc, char **argv)
     snprintf(spy_out, sizeof spy_out, "%s/spy.jsonl", S.dir);
     char rec[PATH_MAX];
     snprintf(rec, sizeof rec, "%s/spy.lcspy", S.dir);
-    pid_t spy = s_spawn(spy_out, S.record ? (char *[]){prog, "--bus", S.bus, "--json", "-E",
+    pid_t spy = s_spy_pid = s_spawn(spy_out, S.record ? (char *[]){prog, "--bus", S.bus, "--json", "-E",
                                                        "--record", rec, NULL}
                                           : (char *[]){prog, "--bus", S.bus, "--json", "-E", NULL});
     for (int i = 0; s_stat(c, "spies") < 1; i++) {
@@ -960,6 +975,7 @@ int main(int argc, char **argv)
     int lst = s_reap(launch, 20000);
     kill(spy, SIGINT);
     s_reap(spy, 5000);
+    s_launch_pid = s_spy_pid = 0;
 
     /* ---- Accounting ---- */
     s_delivered = calloc(s_nitems + 1, sizeof *s_delivered);
