@@ -8,6 +8,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <errno.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
@@ -572,11 +573,29 @@ int lcc_send_hello(lc_client_t *self)
         json_array_append_new(methods, o);
     }
     /* On ipc the broker can open the ledger through /proc (same machine, its user); it is
-     * made once and kept across reconnections, as item ids never repeat. */
-    if (!self->is_tcp && !ledger_ready(&self->ledger) &&
-        ledger_open(&self->ledger, (uint32_t)(self->window + self->concurrency + 16)) < 0)
-        lc_log(self, LC_LOG_DEBUG, "no ledger (memfd_create failed): after a crash the broker "
-               "presumes which item ran");
+     * made once and kept across reconnections, as item ids never repeat. Each HELLO may
+     * bring a larger window (or follow a larger concurrency, or lost DONEs): the ledger
+     * grows to keep its slot reuse safe (ledger.c). */
+    if (!self->is_tcp) {
+        pthread_mutex_lock(&self->lock);
+        uint64_t busy = (uint64_t)self->running + self->ndone;
+        if (busy < (uint64_t)self->concurrency)
+            busy = (uint64_t)self->concurrency;
+        uint64_t need = ledger_need((uint32_t)self->window, busy, self->ledger.lost);
+        uint32_t n = need > LC_LEDGER_MAX_SLOTS ? LC_LEDGER_MAX_SLOTS + 1 : (uint32_t)need;
+        bool had = ledger_ready(&self->ledger);
+        int rc = had ? ledger_reserve(&self->ledger, n) : ledger_open(&self->ledger, n);
+        pthread_mutex_unlock(&self->lock);
+        if (rc < 0 && !had)
+            lc_log(self, LC_LOG_DEBUG, "no ledger of %u slots (%s): after a crash the broker "
+                   "presumes which item ran", n, strerror(-rc));
+        else if (rc < 0 && !self->ledger_warned) {
+            self->ledger_warned = true;
+            lc_log(self, LC_LOG_WARNING, "the ledger cannot grow to %u slots (%s): after a "
+                   "crash the broker will presume which item ran; a smaller window or "
+                   "concurrency avoids it", n, strerror(-rc));
+        }
+    }
     /* After a broker restart the module says which state it is in. */
     json_t *hello = json_pack("{s:s, s:i, s:s, s:o, s:o, s:i, s:s, s:b}", "token", self->token,
                               "pid", (int)getpid(), "version", LC_VERSION, "methods", methods,

@@ -174,6 +174,7 @@ struct lc_client {
     done_t *done;    /* guarded by lock */
     size_t ndone, capdone;
     ledger_t ledger; /* what started and finished, for the broker after a crash (ipc) */
+    bool ledger_warned; /* said once that the ledger could not grow */
     int *sent_slots; /* loop thread: the ledger slots of the DONE being sent */
     size_t capsent;
     lc_request_t *current; /* the message whose handler runs now (loop thread) */

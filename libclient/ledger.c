@@ -1,9 +1,16 @@
 /* liblc: the ledger, a memfd shared with the broker (ledger.h). Slots are reused in the order
- * their completions were sent. That order is safe: the broker keeps at most `window` items in
- * flight, and every slot that is started and not finished, or finished and not yet seen by
- * the broker in a DONE, belongs to one of them. With more slots than the window, some slot
- * finished and sent has therefore reached the broker; DONEs arrive in the order they were
- * sent, so the oldest sent has. */
+ * their completions were sent. Reusing a slot is safe once the broker has seen the DONE that
+ * reported its item, or when that item is not in flight at the current registration (an item
+ * of an earlier broker, or of a registration that ended: the broker put its items back).
+ * Suppose the oldest sent slot S were neither. DONEs arrive in the order they were sent, so
+ * every slot sent after S is unseen too, and the broker counts in flight: each of those, each
+ * item running or finished but not yet sent, each whose DONE was lost, and the item starting
+ * now, except those that began before this registration. The last are at most the items
+ * running or waiting to be sent when it began (`busy`) and the slots lost before it. So with
+ * window + busy + lost + 1 slots or more, all taken, S would make more than `window` items in
+ * flight: impossible. Each HELLO therefore reserves window + busy + lost + 16 (ledger_need):
+ * the window or the concurrency may have grown since the ledger was made, and a slot whose
+ * DONE was never sent is never reused. */
 #include "ledger.h"
 #include "wire.h"
 
@@ -55,6 +62,47 @@ int ledger_open(ledger_t *self, uint32_t nslots)
     return 0;
 }
 
+uint64_t ledger_need(uint32_t window, uint64_t busy, uint32_t lost)
+{
+    return (uint64_t)window + busy + lost + 16;
+}
+
+static void s_freeze(ledger_t *self)
+{
+    atomic_fetch_or((_Atomic uint32_t *)(self->map + 12), LC_LEDGER_OVERFLOW);
+    self->frozen = true;
+}
+
+int ledger_reserve(ledger_t *self, uint32_t nslots)
+{
+    if (!self->map || self->frozen)
+        return self->map ? -ENOSPC : -EINVAL;
+    if (nslots <= self->nslots)
+        return 0;
+    int err = ENOSPC;
+    uint32_t *sent = nslots <= LC_LEDGER_MAX_SLOTS ? malloc(nslots * sizeof *sent) : NULL;
+    void *map = MAP_FAILED;
+    if (sent && ftruncate(self->fd, (off_t)s_size(nslots)) == 0)
+        map = mremap(self->map, s_size(self->nslots), s_size(nslots), MREMAP_MAYMOVE);
+    if (map == MAP_FAILED) {
+        if (sent)
+            err = errno;
+        free(sent);
+        s_freeze(self);
+        return -err;
+    }
+    /* The ring, oldest first from 0; the new slots read as zeros (free) and come after. */
+    for (uint32_t i = 0; i < self->sent_count; i++)
+        sent[i] = self->sent[(self->sent_head + i) % self->nslots];
+    free(self->sent);
+    self->sent = sent;
+    self->sent_head = 0;
+    self->map = map;
+    self->nslots = nslots;
+    atomic_store_explicit((_Atomic uint32_t *)(self->map + 8), nslots, memory_order_release);
+    return 0;
+}
+
 void ledger_close(ledger_t *self)
 {
     if (self->map)
@@ -82,7 +130,7 @@ static _Atomic uint64_t *s_id(ledger_t *self, uint32_t slot)
 
 int ledger_start(ledger_t *self, uint64_t id)
 {
-    if (!self->map)
+    if (!self->map || self->frozen)
         return -1;
     uint32_t slot;
     if (self->unused < self->nslots) {
@@ -92,8 +140,7 @@ int ledger_start(ledger_t *self, uint64_t id)
         self->sent_head = (self->sent_head + 1) % self->nslots;
         self->sent_count--;
     } else {
-        _Atomic uint32_t *flags = (_Atomic uint32_t *)(self->map + 12);
-        atomic_fetch_or(flags, LC_LEDGER_OVERFLOW);
+        atomic_fetch_or((_Atomic uint32_t *)(self->map + 12), LC_LEDGER_OVERFLOW);
         return -1;
     }
     /* Free first, so that a process killed between the two stores never shows the new id
@@ -119,4 +166,10 @@ void ledger_sent(ledger_t *self, int slot)
         return;
     self->sent[(self->sent_head + self->sent_count) % self->nslots] = (uint32_t)slot;
     self->sent_count++;
+}
+
+void ledger_lost(ledger_t *self, int slot)
+{
+    if (self->map && slot >= 0 && (uint32_t)slot < self->nslots)
+        self->lost++;
 }

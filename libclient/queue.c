@@ -386,6 +386,8 @@ void lcc_item_finished(lc_request_t *req, bool failed)
     ledger_finish(&self->ledger, req->ledger_slot, failed);
     if (self->ndone < self->capdone)
         self->done[self->ndone++] = (done_t){req->hdr.id, failed ? 1u : 0u, req->ledger_slot};
+    else
+        ledger_lost(&self->ledger, req->ledger_slot); /* no DONE will report it */
     self->running--;
     pthread_mutex_unlock(&self->lock);
     if (!lcc_on_loop(self))
@@ -427,10 +429,17 @@ static void s_flush_done(lc_client_t *self, uint64_t started)
     int rc = lcc_send_main(self, &h, NULL, payload, payload ? n * DONE_RECORD : 0,
                            lc_mono_ms() + self->timeout_ms);
     /* Their slots may be used again once the broker has seen this DONE (ledger.c). A slot
-     * whose DONE could not be sent is never reused (nor is one lost to malloc failing):
-     * the ledger then ends up incomplete, and the broker falls back to presuming. */
-    for (size_t i = 0; slots && rc == 0 && i < n; i++)
-        ledger_sent(&self->ledger, slots[i]);
+     * whose DONE could not be sent (or whose number was lost to malloc failing) is never
+     * reused, and counted: the next HELLO reserves a slot more for each. */
+    if (slots && rc == 0) {
+        for (size_t i = 0; i < n; i++)
+            ledger_sent(&self->ledger, slots[i]);
+    } else if (payload && ledger_ready(&self->ledger)) {
+        pthread_mutex_lock(&self->lock);
+        for (size_t i = 0; i < n; i++)
+            ledger_lost(&self->ledger, slots ? slots[i] : 0);
+        pthread_mutex_unlock(&self->lock);
+    }
 }
 
 static void s_start(lc_client_t *self, delivery_t *d, int slot)
@@ -439,6 +448,7 @@ static void s_start(lc_client_t *self, delivery_t *d, int slot)
     lc_request_t *req = calloc(1, sizeof *req);
     if (!req) {
         pthread_mutex_lock(&self->lock);
+        ledger_lost(&self->ledger, slot); /* marked started for good: never finished */
         self->running--;
         pthread_mutex_unlock(&self->lock);
         return;

@@ -3,6 +3,7 @@
  * ledger by hand and die with SIGKILL without sending a DONE, which is the moment a real
  * module can be caught in: a handler finished, the next one started, and the DONE saying
  * both still in the dying process's socket queue. */
+#include "client_int.h"
 #include "harness.h"
 #include "ledger.h"
 #include "wire.h"
@@ -387,4 +388,78 @@ Test(ledger, a_long_run_reuses_slots_and_stays_exact)
     cr_assert_eq(h_module_int(c, "k", "done"), 200);
     cr_assert_eq(h_module_int(c, "k", "backlog"), 1, "the record after the crash is not kept");
     lc_client_destroy(&c);
+}
+
+static void s_nothing(lc_request_t *req, json_t *args, void *arg)
+{
+    (void)req, (void)args, (void)arg;
+}
+
+static uint32_t s_file_slots(int fd)
+{
+    uint32_t n = 0;
+    cr_assert_eq(pread(fd, &n, 4, 8), 4);
+    return n;
+}
+
+/* A window set after registration reaches the broker with the next HELLO (here, a method
+ * added): the ledger grows with it, or a reused slot could hold an item whose DONE the
+ * broker had not seen, and that item would run again after a crash. */
+Test(ledger, a_window_grown_after_registration_grows_the_ledger)
+{
+    h_broker(NULL);
+    lc_client_t *m = lc_client_new("grow", h_bus);
+    lc_client_set_window(m, 2);
+    cr_assert_eq(lc_method(m, "work", s_nothing, NULL), 0);
+    cr_assert_eq(lc_connect(m, 5000), 0);
+    lc_client_t *c = h_client();
+    cr_assert(s_module_bool(c, "grow", "ledger"));
+    cr_assert_eq(s_file_slots(m->ledger.fd), 2 + 1 + 16);
+    lc_client_set_window(m, 500);
+    lc_client_set_concurrency(m, 4);
+    cr_assert_eq(lc_method(m, "more", s_nothing, NULL), 0);
+    h_wait_module_int(c, "grow", "window", 500, 5000);
+    cr_assert_geq(s_file_slots(m->ledger.fd), 500 + 4 + 16, "the ledger has %u slots for a "
+                  "window of 500", s_file_slots(m->ledger.fd));
+    cr_assert_eq(m->ledger.nslots, s_file_slots(m->ledger.fd));
+    cr_assert(s_module_bool(c, "grow", "ledger"));
+    lc_client_destroy(&m);
+    lc_client_destroy(&c);
+}
+
+/* Growing keeps every slot where it was and the order of the ring; slots whose DONE was
+ * lost count in what the next HELLO reserves; a ledger that cannot grow is frozen, flagged
+ * incomplete, rather than reused beyond what is safe. */
+Test(ledger, growing_keeps_the_slots_and_a_failed_growth_freezes)
+{
+    ledger_t l;
+    ledger_init(&l);
+    cr_assert_eq(ledger_open(&l, 3), 0);
+    int a = ledger_start(&l, 301), b = ledger_start(&l, 302), c = ledger_start(&l, 303);
+    ledger_finish(&l, a, false);
+    ledger_finish(&l, b, true);
+    ledger_sent(&l, b);
+    ledger_sent(&l, a);
+    ledger_finish(&l, c, false);
+    ledger_lost(&l, c); /* its DONE could not be sent */
+    cr_assert_eq(l.lost, 1);
+    cr_assert_eq(ledger_need(2, 1, l.lost), 2 + 1 + 1 + 16);
+    cr_assert_eq(ledger_reserve(&l, 5), 0);
+    cr_assert_eq(s_file_slots(l.fd), 5);
+    uint64_t id;
+    cr_assert_eq(s_state_of(&l, a, &id), LC_LEDGER_DONE);
+    cr_assert_eq(id, 301);
+    cr_assert_eq(s_state_of(&l, b, &id), LC_LEDGER_FAILED);
+    cr_assert_eq(s_state_of(&l, c, &id), LC_LEDGER_DONE);
+    cr_assert_eq(ledger_start(&l, 304), 3, "the new slots come first");
+    cr_assert_eq(ledger_start(&l, 305), 4);
+    cr_assert_eq(ledger_start(&l, 306), b, "the ring lost its order");
+    cr_assert_eq(ledger_start(&l, 307), a);
+    cr_assert_eq(ledger_start(&l, 308), -1, "the lost slot was taken");
+    cr_assert_eq(ledger_reserve(&l, 4), 0, "shrinking is not asked");
+    cr_assert_lt(ledger_reserve(&l, LC_LEDGER_MAX_SLOTS + 1), 0);
+    cr_assert(l.frozen);
+    cr_assert(s_flags(&l) & LC_LEDGER_OVERFLOW);
+    cr_assert_eq(ledger_start(&l, 309), -1, "a frozen ledger recorded a start");
+    ledger_close(&l);
 }
