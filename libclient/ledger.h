@@ -10,17 +10,17 @@
 #include <stdint.h>
 
 typedef struct {
-    int fd;          /* the memfd, kept open: the broker opens it through /proc/PID/fd */
-    uint8_t *map;    /* header and slots, shared */
+    int fd;       /* the memfd, kept open: the broker opens it through /proc/PID/fd */
+    uint8_t *map; /* header and slots, shared */
     uint32_t nslots;
     uint32_t unused; /* slots never used yet: [unused, nslots) */
     uint32_t *sent;  /* ring of slots whose completion went out in a DONE, oldest first */
     uint32_t sent_head, sent_count;
-    uint32_t lost;   /* slots never given back: their completion's DONE was not sent */
-    bool frozen;     /* it could not grow as needed: nothing more is recorded (incomplete) */
+    uint32_t lost; /* slots never given back: their completion's DONE was not sent */
+    bool frozen;   /* it could not grow as needed: nothing more is recorded (incomplete) */
 } ledger_t;
 
-void ledger_init(ledger_t *self);                /* empty: no fd */
+void ledger_init(ledger_t *self);                 /* empty: no fd */
 int ledger_open(ledger_t *self, uint32_t nslots); /* 0, or -errno */
 void ledger_close(ledger_t *self);
 bool ledger_ready(const ledger_t *self);

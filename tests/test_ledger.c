@@ -10,12 +10,15 @@
 
 #include <criterion/criterion.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -31,6 +34,7 @@ enum {
     L_PIPE,      /* a pipe's descriptor named as its ledger */
     L_FILE,      /* a regular file's descriptor */
     L_OTHER,     /* a memfd of another name */
+    L_DISGUISED, /* a file on a tmpfs its own mount namespace shows as "/memfd:lc-ledger" */
 };
 
 #define SLOTS 8
@@ -106,9 +110,35 @@ static void s_raw_module(const char *name, int kind, int go_fd)
         if (fd < 0 || write(fd, LC_LEDGER_MAGIC, 8) != 8)
             s_die(23);
     }
+    const char *bus = h_bus;
+    if (kind == L_DISGUISED) {
+        /* Its own root, a tmpfs that holds the ledger-named file and, bound, the bus. */
+        char root[400], path[500];
+        snprintf(root, sizeof root, "%s/disguise", h_dir);
+        if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
+            mkdir(root, 0700) < 0 || mount("tmpfs", root, "tmpfs", 0, "size=1m") < 0)
+            s_die(30);
+        snprintf(path, sizeof path, "%s/old", root);
+        if (mkdir(path, 0700) < 0)
+            s_die(31);
+        snprintf(path, sizeof path, "%s/bus", root);
+        if (mkdir(path, 0700) < 0 || mount(h_dir, path, NULL, MS_BIND, NULL) < 0)
+            s_die(32);
+        snprintf(path, sizeof path, "%s/memfd:lc-ledger", root);
+        fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        uint32_t n = SLOTS;
+        if (fd < 0 || ftruncate(fd, (off_t)size) < 0 || pwrite(fd, LC_LEDGER_MAGIC, 8, 0) != 8 ||
+            pwrite(fd, &n, 4, 8) != 4)
+            s_die(33);
+        snprintf(path, sizeof path, "%s/old", root);
+        if (syscall(SYS_pivot_root, root, path) < 0 || chdir("/") < 0 ||
+            umount2("/old", MNT_DETACH) < 0)
+            s_die(34);
+        bus = "ipc:///bus/bus";
+    }
     void *ctx = zmq_ctx_new();
     void *sock = zmq_socket(ctx, ZMQ_DEALER);
-    if (!sock || zmq_connect(sock, h_bus) < 0)
+    if (!sock || zmq_connect(sock, bus) < 0)
         s_die(24);
     char hello[512], ledger[32] = "";
     if (fd >= 0)
@@ -120,7 +150,7 @@ static void s_raw_module(const char *name, int kind, int go_fd)
     s_send(sock, LC_MSG_HELLO, name, hello);
     if (s_recv(sock).type != LC_MSG_WELCOME)
         s_die(25);
-    if (kind == L_PIPE || kind == L_FILE || kind == L_OTHER) {
+    if (kind == L_PIPE || kind == L_FILE || kind == L_OTHER || kind == L_DISGUISED) {
         char c;
         if (read(go_fd, &c, 1) != 1) /* the test has looked; it then kills this process */
             s_die(26);
@@ -419,8 +449,8 @@ Test(ledger, a_window_grown_after_registration_grows_the_ledger)
     lc_client_set_concurrency(m, 4);
     cr_assert_eq(lc_method(m, "more", s_nothing, NULL), 0);
     h_wait_module_int(c, "grow", "window", 500, 5000);
-    cr_assert_geq(s_file_slots(m->ledger.fd), 500 + 4 + 16, "the ledger has %u slots for a "
-                  "window of 500", s_file_slots(m->ledger.fd));
+    uint32_t slots = s_file_slots(m->ledger.fd);
+    cr_assert_geq(slots, 500 + 4 + 16, "the ledger has %u slots for a window of 500", slots);
     cr_assert_eq(m->ledger.nslots, s_file_slots(m->ledger.fd));
     cr_assert(s_module_bool(c, "grow", "ledger"));
     lc_client_destroy(&m);
@@ -462,4 +492,43 @@ Test(ledger, growing_keeps_the_slots_and_a_failed_growth_freezes)
     cr_assert(s_flags(&l) & LC_LEDGER_OVERFLOW);
     cr_assert_eq(ledger_start(&l, 309), -1, "a frozen ledger recorded a start");
     ledger_close(&l);
+}
+
+/* Whether this process may make a mount namespace with a tmpfs of its own (root). */
+static bool s_can_mount(void)
+{
+    fflush(NULL);
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0) {
+        char root[400];
+        snprintf(root, sizeof root, "%s/probe", h_dir);
+        _exit(unshare(CLONE_NEWNS) == 0 && mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) == 0 &&
+                      mkdir(root, 0700) == 0 && mount("tmpfs", root, "tmpfs", 0, "size=1m") == 0
+                  ? 0
+                  : 1);
+    }
+    int st;
+    cr_assert_eq(waitpid(pid, &st, 0), pid);
+    return WIFEXITED(st) && WEXITSTATUS(st) == 0;
+}
+
+/* The name of the link is no proof: a module in its own mount namespace (as in a container)
+ * can show any file as "/memfd:lc-ledger", a FUSE file whose open or read would block the
+ * broker, a device whose open acts. Only a memfd is opened; this one, on a tmpfs of the
+ * module's own, is not. */
+Test(ledger, a_file_that_only_looks_like_a_ledger_is_not_opened)
+{
+    if (!s_can_mount())
+        cr_skip_test("needs the right to make a mount namespace (root)");
+    h_broker(NULL);
+    lc_client_t *c = h_client();
+    raw_proc_t r = s_start("disguised", L_DISGUISED);
+    h_wait_modules(c, "disguised", NULL);
+    cr_assert(!s_module_bool(c, "disguised", "ledger"), "a tmpfs file was taken as a ledger");
+    cr_assert_eq(write(r.go, "g", 1), 1);
+    int st = s_wait(&r);
+    cr_assert(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 27, "status %d (exit code %d)", st,
+              st != -1 && WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+    lc_client_destroy(&c);
 }
