@@ -712,9 +712,9 @@ static void s_presume_started(module_t *m)
         first->started = true;
 }
 
-/* What the dead process's ledger says of its items in flight: those it finished count as
- * done (their DONE died with it), those it started are marked so. True when the ledger is
- * complete, so that nothing needs presuming. */
+/* What the module's ledger says of its items in flight: those it finished count as done
+ * (their DONE died with its process, or is still on its old connection), those it started
+ * are marked so. True when the ledger is complete, so that nothing needs presuming. */
 static bool s_ledger_apply(broker_t *self, module_t *m)
 {
     uint32_t n = 0;
@@ -760,8 +760,12 @@ static bool s_ledger_apply(broker_t *self, module_t *m)
 
 void broker_inflight_lost(broker_t *self, module_t *m, bool crashed)
 {
-    /* A dead process's ledger tells exactly what ran; without one, the broker presumes. */
-    if (crashed && !(m->ledger_fd >= 0 && m->inflight.count && s_ledger_apply(self, m)))
+    /* The ledger tells exactly what ran (it is closed at a BYE): after a crash the DONEs
+     * that died with the process, after a new registration of the same client on another
+     * connection the DONE naming the item it started, which may still be on the old one.
+     * Without a complete ledger, a dead process's start is presumed. */
+    bool exact = m->ledger_fd >= 0 && m->inflight.count && s_ledger_apply(self, m);
+    if (crashed && !exact)
         s_presume_started(m);
     size_t n = m->inflight.count, k = 0;
     bq_item_t **back = n ? malloc(n * sizeof *back) : NULL;

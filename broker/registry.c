@@ -160,6 +160,12 @@ void broker_module_lost(broker_t *self, module_t *m, const char *why, bool crash
 void broker_on_bye(broker_t *self, conn_t *c)
 {
     if (c->is_main) {
+        /* Its DONEs came before its BYE and are taken as they are: the ledger is not read
+         * (a completion made after the BYE, as at a clean exit, is not counted done). */
+        if (c->module->ledger_fd >= 0) {
+            close(c->module->ledger_fd);
+            c->module->ledger_fd = -1;
+        }
         broker_module_lost(self, c->module, "said goodbye", false);
         return;
     }

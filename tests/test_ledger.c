@@ -35,6 +35,7 @@ enum {
     L_FILE,      /* a regular file's descriptor */
     L_OTHER,     /* a memfd of another name */
     L_DISGUISED, /* a file on a tmpfs its own mount namespace shows as "/memfd:lc-ledger" */
+    L_RECONNECT, /* as L_EXACT, then registers again on a new connection, and lives */
 };
 
 #define SLOTS 8
@@ -89,7 +90,7 @@ static void s_raw_module(const char *name, int kind, int go_fd)
     int fd = -1, pipefd[2];
     uint8_t *map = NULL;
     size_t size = LC_LEDGER_HDR + SLOTS * LC_LEDGER_SLOT;
-    if (kind == L_EXACT || kind == L_TRUNCATED || kind == L_OTHER) {
+    if (kind == L_EXACT || kind == L_TRUNCATED || kind == L_OTHER || kind == L_RECONNECT) {
         fd = memfd_create(kind == L_OTHER ? "other" : "lc-ledger", MFD_CLOEXEC);
         if (fd < 0 || ftruncate(fd, (off_t)size) < 0)
             s_die(20);
@@ -162,9 +163,23 @@ static void s_raw_module(const char *name, int kind, int go_fd)
         if (h.type == LC_MSG_TASK)
             ids[n++] = h.id;
     }
-    if (kind == L_EXACT) {
+    if (kind == L_EXACT || kind == L_RECONNECT) {
         s_slot(map, 0, ids[0], LC_LEDGER_DONE);
         s_slot(map, 1, ids[1], LC_LEDGER_STARTED);
+    }
+    if (kind == L_RECONNECT) {
+        /* The same client on a new connection; the DONE naming the second task still
+         * waits on the old one. */
+        void *again = zmq_socket(ctx, ZMQ_DEALER);
+        if (!again || zmq_connect(again, bus) < 0)
+            s_die(35);
+        s_send(again, LC_MSG_HELLO, name, hello);
+        if (s_recv(again).type != LC_MSG_WELCOME)
+            s_die(36);
+        char c;
+        if (read(go_fd, &c, 1) != 1)
+            s_die(26);
+        s_die(27);
     } else if (kind == L_TRUNCATED) {
         s_slot(map, 0, ids[0], LC_LEDGER_DONE);
         s_slot(map, 1, ids[1], LC_LEDGER_STARTED);
@@ -526,6 +541,28 @@ Test(ledger, a_file_that_only_looks_like_a_ledger_is_not_opened)
     raw_proc_t r = s_start("disguised", L_DISGUISED);
     h_wait_modules(c, "disguised", NULL);
     cr_assert(!s_module_bool(c, "disguised", "ledger"), "a tmpfs file was taken as a ledger");
+    cr_assert_eq(write(r.go, "g", 1), 1);
+    int st = s_wait(&r);
+    cr_assert(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 27, "status %d (exit code %d)", st,
+              st != -1 && WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+    lc_client_destroy(&c);
+}
+
+/* A client that registers again on a new connection while it lives ("reconnected"): the
+ * DONE naming the task it started may still be on the old connection, and without the
+ * ledger that task would go back and run a second time beside the first. */
+Test(ledger, a_client_that_registers_again_is_read_from_its_ledger)
+{
+    h_broker(NULL);
+    lc_client_t *c = h_client();
+    raw_proc_t r = s_start("raw", L_RECONNECT);
+    h_wait_modules(c, "raw", NULL);
+    for (int i = 0; i < TASKS; i++)
+        h_enqueue_ok(c, "raw.work", json_pack("{s:i}", "n", i), 0);
+    h_wait_module_int(c, "raw", "redelivered", 1, 10000);
+    cr_assert_eq(h_module_int(c, "raw", "done"), 1, "the finished task is not counted done");
+    cr_assert_eq(h_module_int(c, "raw", "lost"), 1, "the running task is not reported");
+    cr_assert(s_module_bool(c, "raw", "ledger"));
     cr_assert_eq(write(r.go, "g", 1), 1);
     int st = s_wait(&r);
     cr_assert(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 27, "status %d (exit code %d)", st,
