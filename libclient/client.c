@@ -581,6 +581,7 @@ int lcc_send_hello(lc_client_t *self)
         uint64_t busy = (uint64_t)self->running + self->ndone;
         if (busy < (uint64_t)self->concurrency)
             busy = (uint64_t)self->concurrency;
+        busy += self->queued; /* deliveries of an ended registration still run */
         uint64_t need = ledger_need((uint32_t)self->window, busy, self->ledger.lost);
         uint32_t n = need > LC_LEDGER_MAX_SLOTS ? LC_LEDGER_MAX_SLOTS + 1 : (uint32_t)need;
         bool had = ledger_ready(&self->ledger);

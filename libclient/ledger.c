@@ -5,12 +5,13 @@
  * Suppose the oldest sent slot S were neither. DONEs arrive in the order they were sent, so
  * every slot sent after S is unseen too, and the broker counts in flight: each of those, each
  * item running or finished but not yet sent, each whose DONE was lost, and the item starting
- * now, except those that began before this registration. The last are at most the items
- * running or waiting to be sent when it began (`busy`) and the slots lost before it. So with
- * window + busy + lost + 1 slots or more, all taken, S would make more than `window` items in
- * flight: impossible. Each HELLO therefore reserves window + busy + lost + 16 (ledger_need):
- * the window or the concurrency may have grown since the ledger was made, and a slot whose
- * DONE was never sent is never reused. */
+ * now, except those delivered before this registration. Those are at most the items running
+ * or waiting to be sent when it began and those then waiting in the client's queue, which it
+ * still runs (together `busy`), and the slots lost before it. So with window + busy + lost +
+ * 1 slots or more, all taken, S would make more than `window` items in flight: impossible.
+ * Each HELLO therefore reserves window + busy + lost + 16 (ledger_need): the window or the
+ * concurrency may have grown since the ledger was made, and a slot whose DONE was never sent
+ * is never reused. */
 #include "ledger.h"
 #include "wire.h"
 

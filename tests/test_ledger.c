@@ -569,3 +569,44 @@ Test(ledger, a_client_that_registers_again_is_read_from_its_ledger)
               st != -1 && WIFEXITED(st) ? WEXITSTATUS(st) : -1);
     lc_client_destroy(&c);
 }
+
+static lc_request_t *s_held;
+
+static void s_hold_first(lc_request_t *req, json_t *args, void *arg)
+{
+    (void)args, (void)arg;
+    if (!s_held) {
+        s_held = req;
+        lc_defer(req);
+    }
+}
+
+/* Deliveries waiting in the client's queue when a registration ends still run after the
+ * next HELLO, outside the new window: the ledger counts them in what it reserves. */
+Test(ledger, deliveries_waiting_in_the_client_count_in_the_ledger)
+{
+    h_broker(NULL);
+    s_held = NULL;
+    lc_client_t *m = lc_client_new("wait", h_bus);
+    lc_client_set_window(m, 8);
+    cr_assert_eq(lc_method(m, "work", s_hold_first, NULL), 0);
+    cr_assert_eq(lc_connect(m, 5000), 0);
+    lc_client_t *c = h_client();
+    cr_assert_eq(s_file_slots(m->ledger.fd), 8 + 1 + 16);
+    for (int i = 0; i < 5; i++)
+        h_enqueue_ok(c, "wait.work", json_pack("{s:i}", "n", i), 0);
+    /* The first is held (concurrency 1): the four others wait in the client's queue. */
+    int64_t deadline = lc_mono_ms() + 5000;
+    while (!s_held || m->queued < 4) {
+        cr_assert_lt(lc_mono_ms(), deadline, "%zu deliveries queued", m->queued);
+        struct pollfd p = {.fd = lc_fd(m), .events = POLLIN};
+        poll(&p, 1, 50);
+        cr_assert_geq(lc_dispatch(m), 0);
+    }
+    cr_assert_eq(lc_method(m, "more", s_nothing, NULL), 0); /* a HELLO */
+    uint32_t slots = s_file_slots(m->ledger.fd);
+    cr_assert_geq(slots, 8 + 1 + 4 + 16, "%u slots with 4 deliveries waiting", slots);
+    cr_assert_eq(lc_done(s_held), 0);
+    lc_client_destroy(&m);
+    lc_client_destroy(&c);
+}
