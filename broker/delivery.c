@@ -181,10 +181,14 @@ static void s_sender_remove(broker_t *self, const char *name)
     /* Nothing of it is left: the record goes, whether or not the sender is registered. */
     *pp = s->next;
     free(s);
-    if (head)
+    if (head) {
         idmap_put(&self->senders, h, head);
-    else
+    } else {
         idmap_take(&self->senders, h);
+        /* Each anonymous client is a new name: after a burst of them the table would keep
+         * the size of its busiest moment. */
+        idmap_shrink(&self->senders);
+    }
 }
 
 void broker_senders_clear(broker_t *self)

@@ -508,6 +508,133 @@ Test(abuse, calls_open_to_a_module_that_goes_are_answered_gone_between_others,
     s_broker_exits_cleanly(b);
 }
 
+/* n calls to target from the raw peer, each with a deadline of timeout_ms, without waiting
+ * for answers. */
+static void s_raw_calls(raw_t *r, const char *target, int n, uint32_t timeout_ms)
+{
+    uint8_t hb[LC_HDR_SIZE];
+    for (int i = 0; i < n; i++) {
+        lc_hdr_t h = {.type = LC_MSG_CALL, .seq = ++r->seq, .timeout_ms = timeout_ms};
+        lc_hdr_encode(&h, hb);
+        zmq_send(r->sock, hb, sizeof hb, ZMQ_SNDMORE);
+        zmq_send(r->sock, target, strlen(target), ZMQ_SNDMORE);
+        zmq_send(r->sock, "", 0, ZMQ_SNDMORE);
+        zmq_send(r->sock, "", 0, 0);
+    }
+}
+
+/* Reads what the raw peer has been sent within timeout_ms: "gone" answers are counted in
+ * *gone; anything else fails the test. True once one came. */
+static bool s_read_gone(raw_t *r, int timeout_ms, int *gone)
+{
+    rmsg_t m;
+    bool any = false;
+    while (s_raw_recv(r, &m, any ? 0 : timeout_ms)) {
+        cr_assert(m.h.type == LC_MSG_ERROR && m.h.status == LC_STATUS_GONE, "type %d status %u: %s",
+                  m.h.type, m.h.status, m.payload);
+        (*gone)++;
+        any = true;
+    }
+    return any;
+}
+
+/* The "gone" answers still owed when their callers' connections go are dropped with them
+ * (they would name freed connections): callers with thousands of calls open to a module
+ * that says BYE say BYE themselves as soon as the first answers come, while most are still
+ * owed; one is an attached connection, one an anonymous client, one the main connection of
+ * a module (which goes itself, its connections with it). All the calls count as gone at
+ * once; each connection registered anew on the same socket hears nothing of before after
+ * its welcome; and the broker exits cleanly (in the sanitizer build: nothing freed was
+ * used). */
+Test(abuse, gone_answers_owed_to_connections_that_go_are_dropped_with_them, .timeout = 300)
+{
+    enum { CALLS = 20000, CALLERS = 3 };
+    static const char token[] = "00000000cafe0001";
+    const char *decl = "\"lifecycle\":false,\"methods\":[{\"name\":\"m\"}]";
+    proc_t *b = h_broker(NULL);
+    lc_client_t *c = h_client();
+    rmsg_t m;
+    raw_t *deaf = s_raw_open();
+    uint32_t seq = s_raw_hello(deaf, "deaf", decl);
+    s_raw_expect(deaf, LC_MSG_WELCOME, seq, &m, "the deaf module's HELLO");
+
+    /* callers[0]: the module "caller"; [1]: a connection attached to it; [2]: anonymous.
+     * None bounds what it holds unread. */
+    raw_t *callers[CALLERS];
+    for (int i = 0; i < CALLERS; i++)
+        callers[i] = s_raw_open_hwm(0);
+    seq = s_raw_hello_token(callers[0], "caller", token, "\"lifecycle\":false");
+    s_raw_expect(callers[0], LC_MSG_WELCOME, seq, &m, "the caller's HELLO");
+    char payload[128];
+    snprintf(payload, sizeof payload, "{\"token\":\"%s\",\"pid\":%d}", token, (int)getpid());
+    seq = s_raw_send(callers[1], LC_MSG_HELLO, LC_FLAG_ATTACH, "caller", payload, strlen(payload));
+    s_raw_expect(callers[1], LC_MSG_WELCOME, seq, &m, "the attached connection's HELLO");
+    seq = s_raw_hello(callers[2], "", "");
+    s_raw_expect(callers[2], LC_MSG_WELCOME, seq, &m, "the anonymous caller's HELLO");
+    json_int_t gone0 = h_stat(c, "gone");
+
+    for (int i = 0; i < CALLERS; i++)
+        s_raw_calls(callers[i], "deaf.m", CALLS, 600000);
+    json_int_t open = 0;
+    int64_t end = lc_mono_ms() + 60000;
+    while ((open = h_stat(c, "calls_open")) < CALLERS * CALLS)
+        cr_assert(lc_mono_ms() < end, "%lld of %d calls open after 60 s", (long long)open,
+                  CALLERS * CALLS);
+
+    /* The deaf module goes; once its first "gone" answers arrive, the callers go too. */
+    s_raw_send(deaf, LC_MSG_BYE, 0, "", "", 0);
+    int got[CALLERS] = {0};
+    bool first = false;
+    end = lc_mono_ms() + 60000;
+    while (!first) {
+        cr_assert(lc_mono_ms() < end, "no gone answer 60 s after the module's BYE");
+        for (int i = 0; i < CALLERS; i++)
+            first |= s_read_gone(callers[i], 10, &got[i]);
+    }
+    for (int i = CALLERS; i-- > 0;)
+        s_raw_send(callers[i], LC_MSG_BYE, 0, "", "", 0);
+    cr_assert_eq(h_stat(c, "calls_open"), 0);
+    cr_assert_eq(h_stat(c, "gone"), gone0 + CALLERS * CALLS, "every call counts as gone");
+
+    /* Each socket registers again (anonymously): its answers of before came before its
+     * BYE, so before the welcome; after it, only the answer to its broker.ping. */
+    for (int i = 0; i < CALLERS; i++) {
+        seq = s_raw_hello(callers[i], "", "");
+        for (;;) {
+            cr_assert(s_raw_recv(callers[i], &m, 10000), "caller %d: no welcome", i);
+            if (m.h.type == LC_MSG_WELCOME && m.h.seq == seq)
+                break;
+            cr_assert(m.h.type == LC_MSG_ERROR && m.h.status == LC_STATUS_GONE,
+                      "caller %d: type %d status %u: %s", i, m.h.type, m.h.status, m.payload);
+            got[i]++;
+        }
+        uint32_t ping = s_raw_send(callers[i], LC_MSG_CALL, 0, "broker.ping", "{}", 2);
+        cr_assert(s_raw_recv(callers[i], &m, 10000), "caller %d: no answer to its ping", i);
+        cr_assert(m.h.type == LC_MSG_REPLY && m.h.seq == ping,
+                  "caller %d, after its welcome: type %d seq %u status %u: %s", i, m.h.type,
+                  m.h.seq, m.h.status, m.payload);
+    }
+    int total = 0;
+    for (int i = 0; i < CALLERS; i++) {
+        cr_assert(!s_raw_recv(callers[i], &m, i ? 0 : 200),
+                  "caller %d, after its ping: type %d status %u: %s", i, m.h.type, m.h.status,
+                  m.payload);
+        total += got[i];
+    }
+    printf("abuse: %d calls open to a module that said goodbye; %d of their gone answers "
+           "reached their callers before these went (module %d, attached %d, anonymous %d)\n",
+           CALLERS * CALLS, total, got[0], got[1], got[2]);
+
+    for (int i = 0; i < CALLERS; i++) {
+        s_raw_send(callers[i], LC_MSG_BYE, 0, "", "", 0);
+        s_raw_close(&callers[i]);
+    }
+    s_raw_close(&deaf);
+    s_context_end();
+    lc_client_destroy(&c);
+    s_broker_exits_cleanly(b);
+}
+
 /* ---- An event flood ------------------------------------------------------------------- */
 
 typedef struct {
@@ -676,6 +803,54 @@ Test(abuse, a_flooder_that_registers_again_keeps_its_share)
     int rc = lc_emit_wait(flooder, "flood", json_pack("{s:i}", "i", FLOOD + 2), 0, 5000, &info);
     cr_assert_eq(rc, 0, "after the drain: %s %s", lc_strerror(rc), h_dump(info));
     json_decref(info);
+    lc_client_destroy(&flooder);
+    lc_client_destroy(&c);
+    s_broker_exits_cleanly(b);
+}
+
+/* A sender's share counts an event once however many subscribers hold a copy, and each
+ * way a copy leaves gives its part back: here the copies of a subscriber that died and did
+ * not come back within the grace time are discarded, while the other subscriber's still
+ * count; once those are done the share is free. */
+Test(abuse, a_share_counts_an_event_once_until_its_last_copy_goes)
+{
+    enum { FLOOD = 30, SENT = 10 };
+    proc_t *b = h_broker("--max-queue", "100", "--max-sent", "10", "--grace", "300", NULL);
+    proc_t *dies = h_echo_with("dies", "--listen", "flood", "--window", "1", NULL);
+    h_echo_with("slow", "--listen", "flood", "--window", "1", NULL);
+    lc_client_t *c = h_client();
+    h_enqueue_ok(c, "dies.hold", NULL, 0);
+    h_enqueue_ok(c, "slow.hold", NULL, 0);
+    h_wait_module_int(c, "dies", "in_flight", 1, 5000);
+    h_wait_module_int(c, "slow", "in_flight", 1, 5000);
+
+    flood_notes_t notes = {0};
+    lc_client_t *flooder = s_flood(FLOOD, &notes);
+    h_dispatch_until(flooder, &notes.count, FLOOD - SENT, 30000, "the flood's refusals");
+    cr_assert_eq(h_module_int(c, "flooder", "sent_queued"), SENT, "an event counts once");
+    cr_assert_eq(h_module_int(c, "dies", "backlog"), SENT);
+    cr_assert_eq(h_module_int(c, "slow", "backlog"), SENT);
+
+    /* One subscriber dies; its backlog waits for it 300 ms, then is discarded. */
+    h_stop(dies, SIGKILL, 10000);
+    h_wait_module_int(c, "dies", "backlog", -1, 10000);
+    cr_assert_eq(h_module_int(c, "flooder", "sent_queued"), SENT, "the other copies still count");
+    json_t *info = NULL;
+    int rc = lc_emit_wait(flooder, "flood", json_pack("{s:i}", "i", FLOOD), 0, 5000, &info);
+    cr_assert_eq(rc, LC_EQUEUEFULL, "while copies are queued: %s %s", lc_strerror(rc),
+                 h_dump(info));
+    json_decref(info);
+
+    /* The other works through its copies: the share is free again. */
+    s_call_ok(c, "slow.release", NULL, NULL);
+    h_wait_module_int(c, "slow", "done", 1 + SENT, 10000);
+    h_wait_module_int(c, "flooder", "sent_queued", 0, 5000);
+    info = NULL;
+    rc = lc_emit_wait(flooder, "flood", json_pack("{s:i}", "i", FLOOD + 1), 0, 5000, &info);
+    cr_assert_eq(rc, 0, "after the last copy: %s %s", lc_strerror(rc), h_dump(info));
+    json_decref(info);
+    h_wait_module_int(c, "slow", "done", 2 + SENT, 10000);
+    h_wait_module_int(c, "flooder", "sent_queued", 0, 5000);
     lc_client_destroy(&flooder);
     lc_client_destroy(&c);
     s_broker_exits_cleanly(b);

@@ -3,7 +3,8 @@
  * HELLO, CALL, TASK, EVENT, DONE, STATE and BYE meet the state earlier inputs left. The
  * four peers are real DEALER connections with those routing ids, so what the broker sends
  * them (deliveries, answers) goes out and items go in flight; the harness drains them and
- * runs the broker's timed checks (deadlines, liveness) after every input. */
+ * runs the broker's timed checks (deadlines, the "gone" answers owed, liveness) after every
+ * input. */
 #include "broker.h"
 #include "broker_int.h"
 #include "frames.h"
@@ -144,6 +145,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         zmq_msg_close(&f[i]);
     int64_t now = lc_mono_ms();
     broker_calls_expire(broker, now);
+    broker_calls_send_gone(broker, GONE_BATCH); /* as each loop round: the answers owed */
     broker_check_liveness(broker, now);
     s_drain();
     return 0;
