@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -524,6 +525,19 @@ fail:
     return NULL;
 }
 
+/* glibc keeps what a burst freed for reuse, so a broker's RSS would stay at its busiest
+ * moment. Once nothing has been read for TRIM_QUIET_MS it gives the free memory back
+ * (malloc_trim), at most once every TRIM_EVERY_MS: a few hundred microseconds, and some page
+ * faults when the next burst comes. */
+#define TRIM_QUIET_MS 250
+#define TRIM_EVERY_MS 1000
+
+static int64_t s_trim_due(const broker_t *self)
+{
+    int64_t quiet = self->active_ms + TRIM_QUIET_MS, spaced = self->trim_ms + TRIM_EVERY_MS;
+    return quiet > spaced ? quiet : spaced;
+}
+
 int broker_run(broker_t *self)
 {
     for (;;) {
@@ -543,6 +557,16 @@ int broker_run(broker_t *self)
             timeout = 50;
         if (self->exiting && (timeout < 0 || timeout > EXIT_GRACE_MS))
             timeout = EXIT_GRACE_MS;
+        if (!self->trimmed) {
+            int64_t due = s_trim_due(self);
+            if (due <= now) {
+                malloc_trim(0);
+                self->trimmed = true;
+                self->trim_ms = now;
+            } else if (timeout < 0 || timeout > due - now) {
+                timeout = (int)(due - now);
+            }
+        }
         /* "Gone" answers still owed go out a batch per round, between reads. */
         if (self->gone_head)
             timeout = 0;
@@ -563,6 +587,10 @@ int broker_run(broker_t *self)
                 continue;
             broker_log(self, L_ERROR, "poll failed: %s", zmq_strerror(errno));
             return -1;
+        }
+        if (items[0].revents || items[1].revents || items[2].revents) {
+            self->active_ms = lc_mono_ms();
+            self->trimmed = false;
         }
         if (items[2].revents)
             broker_tap_read(self);

@@ -175,6 +175,8 @@ struct broker {
     idmap_t senders; /* name hash -> sender chain */
 
     uint64_t next_id;
+    int64_t active_ms, trim_ms; /* the last message read; the last malloc_trim() */
+    bool trimmed;               /* nothing read since the last malloc_trim() */
     uint64_t anon_count;
     uint64_t order_count;
 

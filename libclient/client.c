@@ -4,6 +4,7 @@
 
 #include <assert.h>
 #include <inttypes.h>
+#include <malloc.h>
 #include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -897,6 +898,19 @@ enum { IN_SOCK = 1, IN_MONITOR = 2, IN_WAKE = 4, IN_ALL = 7 };
 /* One round of the loop. `in` spares the reads that would find nothing: each costs libzmq a
  * poll of its mailbox (docs/performance.md). `rearm`: make lc_fd() show what is still
  * pending, for an outside loop; lc_run()'s zmq_poll() checks pending input itself. */
+/* glibc keeps what a burst freed (libzmq's I/O thread allocates in an arena of its own), so
+ * a module's RSS would stay at its busiest moment. Once the loop has read nothing for
+ * TRIM_QUIET_MS it gives the free memory back, at most once every TRIM_EVERY_MS; lc_timeout()
+ * includes that moment, so a module's own loop comes back for it. */
+#define TRIM_QUIET_MS 250
+#define TRIM_EVERY_MS 1000
+
+static int64_t s_trim_due(const lc_client_t *self)
+{
+    int64_t quiet = self->active_ms + TRIM_QUIET_MS, spaced = self->trim_ms + TRIM_EVERY_MS;
+    return quiet > spaced ? quiet : spaced;
+}
+
 static int s_dispatch(lc_client_t *self, int in, bool rearm)
 {
     if (!self->want_reg || self->reg == REG_FAILED) {
@@ -914,6 +928,14 @@ static int s_dispatch(lc_client_t *self, int in, bool rearm)
         return self->reg_error;
     int handled = (in & IN_SOCK) ? lcc_drain_main(self, DISPATCH_BATCH) : 0;
     int64_t now = lc_mono_ms();
+    if (handled > 0) {
+        self->active_ms = now;
+        self->trimmed = false;
+    } else if (!self->trimmed && now >= s_trim_due(self)) {
+        malloc_trim(0);
+        self->trimmed = true;
+        self->trim_ms = now;
+    }
     lcc_expire_calls(self, now);
     lcc_run_ready(self);
     s_watch_run(self);
@@ -956,6 +978,8 @@ int lc_timeout(lc_client_t *self)
     top = heap_top(&self->deadlines);
     if (top && top->when < next)
         next = top->when;
+    if (!self->trimmed && s_trim_due(self) < next)
+        next = s_trim_due(self);
     bool startup = !self->started && self->lifecycle && self->reg == REG_DONE;
     /* ndone: completions reported by lc_done() on the loop thread outside a queue run (a
      * timer, a hook) leave with the next round. */

@@ -212,6 +212,8 @@ struct lc_client {
     lc_notice_fn *notice_fn;
     void *notice_arg;
     int64_t notice_second;
+    int64_t active_ms, trim_ms; /* loop thread: the last message read; the last trim */
+    bool trimmed;               /* nothing read since the last malloc_trim() */
     int notices_logged;
 };
 

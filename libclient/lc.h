@@ -402,7 +402,8 @@ LC_EXPORT void lc_stop(lc_client_t *self);
 LC_EXPORT int lc_fd(lc_client_t *self);
 
 /* Milliseconds until lc_dispatch() must run again even if lc_fd() stays quiet
- * (timers, call deadlines, work waiting for a slot); -1 for no limit. */
+ * (timers, call deadlines, work waiting for a slot, and once, 250 ms after the last
+ * message, giving freed memory back to the system); -1 for no limit. */
 LC_EXPORT int lc_timeout(lc_client_t *self);
 
 /* Does all pending work without waiting for more (and calls the lc_watch_fd() callbacks

@@ -1,8 +1,12 @@
 /* A module that keeps its own poll() loop: lc_fd(), lc_timeout() and lc_dispatch(). */
 #include "harness.h"
+#include "wire.h"
 
 #include <criterion/criterion.h>
 #include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <sys/eventfd.h>
@@ -81,5 +85,65 @@ Test(embed, own_poll_loop_serves_calls_and_timers)
     pthread_join(t, NULL);
     close(e.stop_fd);
     close(e.tick_fd);
+    lc_client_destroy(&c);
+}
+
+static long s_rss_kb(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    cr_assert(f);
+    char line[256];
+    long kb = -1;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "VmRSS: %ld kB", &kb) == 1)
+            break;
+    fclose(f);
+    return kb;
+}
+
+/* After a burst, the memory it freed goes back to the system once the loop has been quiet a
+ * moment: glibc keeps freed memory below the last block in use, which only malloc_trim()
+ * returns, and lc_timeout() brings an own loop back for it. */
+Test(embed, a_quiet_loop_gives_freed_memory_back)
+{
+    if (LC_SANITIZE)
+        cr_skip_test("a sanitizer's allocator keeps freed memory in its own quarantine");
+    h_broker(NULL);
+    lc_client_t *c = h_client();
+    enum { BLOCKS = 4096, SIZE = 8192 }; /* 32 MiB in blocks malloc takes from its heap */
+    char **blocks = malloc(BLOCKS * sizeof *blocks);
+    cr_assert(blocks);
+    for (int i = 0; i < BLOCKS; i++) {
+        blocks[i] = malloc(SIZE);
+        cr_assert(blocks[i]);
+        memset(blocks[i], i & 0xff, SIZE);
+    }
+    char *pin = malloc(100000); /* above them (no free chunk fits it): free() cannot give
+                                  * them back from the top of the heap */
+    cr_assert(pin);
+    memset(pin, 1, 100000);
+    long full = s_rss_kb();
+    for (int i = 0; i < BLOCKS; i++)
+        free(blocks[i]);
+    free(blocks);
+    /* Something read: the loop is active, and comes back when it has been quiet. */
+    json_t *res = NULL;
+    cr_assert_eq(lc_call(c, "broker.ping", NULL, &res, 5000), 0);
+    json_decref(res);
+    int t = lc_timeout(c);
+    cr_assert(t >= 0 && t <= 1000, "lc_timeout() is %d after a message, not the trim's moment", t);
+    long now = s_rss_kb();
+    int64_t end = lc_mono_ms() + 10000;
+    while (now > full - 16 * 1024 && lc_mono_ms() < end) {
+        struct pollfd p = {lc_fd(c), POLLIN, 0};
+        t = lc_timeout(c);
+        poll(&p, 1, t < 0 || t > 100 ? 100 : t);
+        cr_assert_geq(lc_dispatch(c), 0);
+        now = s_rss_kb();
+    }
+    cr_assert_leq(now, full - 16 * 1024, "RSS %ld kB after the quiet moment, %ld kB with the blocks",
+                  now, full);
+    cr_assert_eq(lc_timeout(c), -1, "nothing left to wait for once trimmed");
+    free(pin);
     lc_client_destroy(&c);
 }
