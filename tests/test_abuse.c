@@ -644,6 +644,64 @@ Test(abuse, gone_answers_owed_to_connections_that_go_are_dropped_with_them, .tim
     s_broker_exits_cleanly(b);
 }
 
+/* A broker with an anonymous caller (which does not hold up its exit) whose `calls` calls
+ * to the module "deaf" were open when that module said BYE, most of their "gone" answers
+ * still owed; the broker is then sent `signals` SIGTERMs at once. Returns the caller; the
+ * answers it has read so far are counted in *got. */
+static raw_t *s_exit_with_answers_owed(proc_t *b, int calls, int signals, int *got)
+{
+    rmsg_t m;
+    lc_client_t *c = h_client();
+    raw_t *deaf = s_raw_open();
+    uint32_t seq = s_raw_hello(deaf, "deaf", "\"lifecycle\":false,\"methods\":[{\"name\":\"m\"}]");
+    s_raw_expect(deaf, LC_MSG_WELCOME, seq, &m, "the deaf module's HELLO");
+    raw_t *caller = s_raw_open_hwm(0);
+    seq = s_raw_hello(caller, "", "");
+    s_raw_expect(caller, LC_MSG_WELCOME, seq, &m, "the caller's HELLO");
+    s_raw_calls(caller, "deaf.m", calls, 600000);
+    int64_t end = lc_mono_ms() + 60000;
+    json_int_t open;
+    while ((open = h_stat(c, "calls_open")) < calls)
+        cr_assert(lc_mono_ms() < end, "%lld of %d calls open after 60 s", (long long)open, calls);
+    lc_client_destroy(&c);
+    s_raw_send(deaf, LC_MSG_BYE, 0, "", "", 0);
+    s_raw_close(&deaf);
+    while (!s_read_gone(caller, 10, got))
+        cr_assert(lc_mono_ms() < end, "no gone answer after the module's BYE");
+    for (int i = 0; i < signals; i++)
+        kill(b->pid, SIGTERM);
+    return caller;
+}
+
+/* At the broker's exit the "gone" answers still owed all go out before it closes. */
+Test(abuse, gone_answers_still_owed_go_out_at_exit)
+{
+    enum { CALLS = 30000 };
+    proc_t *b = h_broker(NULL);
+    int got = 0;
+    raw_t *caller = s_exit_with_answers_owed(b, CALLS, 1, &got);
+    int st = h_wait_exit(b, 20000); /* no second signal: that would end it at once */
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "broker exit status %d\n%s", st, h_log(b));
+    while (s_read_gone(caller, 2000, &got))
+        ;
+    cr_assert_eq(got, CALLS, "%d of %d calls answered gone", got, CALLS);
+    s_raw_close(&caller);
+    s_context_end();
+}
+
+/* A second signal ends the broker at once: the answers still owed are freed with it (in
+ * the sanitizer build: nothing leaks). */
+Test(abuse, gone_answers_still_owed_are_freed_by_a_second_signal)
+{
+    proc_t *b = h_broker(NULL);
+    int got = 0;
+    raw_t *caller = s_exit_with_answers_owed(b, 30000, 2, &got);
+    int st = h_wait_exit(b, 20000);
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "broker exit status %d\n%s", st, h_log(b));
+    s_raw_close(&caller);
+    s_context_end();
+}
+
 /* ---- An event flood ------------------------------------------------------------------- */
 
 typedef struct {
